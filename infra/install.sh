@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs everything this project needs on a fresh Debian machine with Python 3.11:
+# ffmpeg from apt, then a virtualenv at .venv with CPU torch pinned first and used as a
+# constraint for the rest (open_clip's unpinned torchvision would otherwise pull a newer
+# torch and several GB of CUDA packages).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
+fi
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+echo "installed into $(pwd)/.venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,119 @@
+"""A Ray head on 127.0.0.1 for the quick start and the tests (`ray start --head`, the real thing).
+
+The head is started from this interpreter's virtualenv so that `ray job submit -- python ...`
+runs the project's Python, and with the object-store credentials/endpoint in its environment:
+Ray's workers and job drivers inherit the head's environment, not the submitting shell's.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalRayConfig:
+    num_cpus: int = 2
+    object_store_mib: int = 512
+    port: int = 0  # GCS port; 0 = a free one
+    dashboard_port: int = 8265  # 0 = a free one
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+class LocalRayHead:
+    def __init__(self, config: LocalRayConfig = LocalRayConfig(), env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.port = config.port or free_port()
+        self.dashboard_port = config.dashboard_port or free_port()
+        self.extra_env = dict(env or {})
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, **self.extra_env}
+        env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+        env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        return env
+
+    def start(self, timeout_s: float = 120.0) -> LocalRayHead:
+        command = [
+            str(venv_bin() / "ray"), "start", "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.port}",
+            f"--num-cpus={self.config.num_cpus}",
+            f"--object-store-memory={self.config.object_store_mib * 2**20}",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, env=self.environment(), capture_output=True, text=True, timeout=timeout_s
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"`ray start --head` failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            )
+        self._wait_for_dashboard(timeout_s)
+        return self
+
+    def _wait_for_dashboard(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.dashboard_url}/api/version", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"Ray dashboard did not answer at {self.dashboard_url} within {timeout_s:.0f} s")
+
+    def stop(self) -> None:
+        # `ray stop` ends every Ray process this user started on the machine: fine for a
+        # quick-start or a test session, which own the machine's Ray.
+        subprocess.run([str(venv_bin() / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+
+    def submit_job(
+        self,
+        entrypoint: list[str],
+        *,
+        working_dir: str | Path = ".",
+        timeout_s: float = 1800,
+        capture: bool = False,
+    ) -> subprocess.CompletedProcess:
+        """`ray job submit` and wait; output streams to this process's stdout unless captured."""
+        command = [
+            str(venv_bin() / "ray"), "job", "submit",
+            f"--address={self.dashboard_url}",
+            f"--working-dir={working_dir}",
+            "--", *entrypoint,
+        ]  # fmt: skip
+        return subprocess.run(
+            command, env=self.environment(), timeout=timeout_s, capture_output=capture, text=True
+        )
+
+    def __enter__(self) -> LocalRayHead:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

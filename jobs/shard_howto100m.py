@@ -1,0 +1,38 @@
+"""Shard a HowTo100M collection into WebDataset tars of 1 fps JPEG frames + time-aligned ASR captions.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+      python jobs/shard_howto100m.py --videos /data/howto100m/videos \
+        --metadata /data/howto100m/HowTo100M_v1.csv --captions /data/howto100m/caption.json \
+        --subset howto100m-380k --out s3://my-bucket/howto100m-380k-1fps
+
+Rerunning the same command resumes: complete shards are kept, the rest are redone whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from pipelines.cli import parse_config
+from pipelines.sharding.job import ShardingConfig, ShardingIncompleteError, run_sharding_job
+from pipelines.sharding.plan import PlanMismatchError
+from pipelines.storage import StorageError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_config(ShardingConfig, argv)
+    try:
+        run_sharding_job(config)
+    except (PlanMismatchError, StorageError, FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ShardingIncompleteError as error:
+        print(f"incomplete: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

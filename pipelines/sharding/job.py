@@ -1,0 +1,138 @@
+"""The sharding job on Ray: plan once, one task per incomplete shard, bounded in flight, then a summary.
+
+Resume is the same call: complete shards (manifest part present) are skipped and the others
+are redone whole, so a crash at any point loses and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import ray
+from tqdm import tqdm
+
+from pipelines.failpoints import ENV_VAR as FAILPOINTS_ENV
+from pipelines.howto100m import SubsetConfig
+from pipelines.sharding.manifest import completed_shards
+from pipelines.sharding.plan import Plan, ShardLayoutConfig, SourceConfig, load_or_create_plan
+from pipelines.sharding.shard_task import ShardReport, ShardTask, process_shard
+from pipelines.sharding.summary import ShardingSummary, summarize
+from pipelines.storage import Storage, open_storage
+from pipelines.video import DecodeConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RayConfig:
+    ray_address: str = (
+        ""  # "" = the cluster this job was submitted to (or a new local one); "auto"; "host:port"
+    )
+    max_in_flight: int = 0  # shard tasks submitted at once; 0 = 2 x the cluster's CPUs
+    task_retries: int = 3  # Ray retries of a shard task whose worker or node died
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardingConfig:
+    source: SourceConfig
+    out: str  # local folder or s3://bucket/prefix
+    selection: SubsetConfig = field(default_factory=SubsetConfig)
+    decoding: DecodeConfig = field(default_factory=DecodeConfig)
+    layout: ShardLayoutConfig = field(default_factory=ShardLayoutConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+class ShardingIncompleteError(RuntimeError):
+    """Some shards could not be committed; rerunning the same command retries them."""
+
+
+def run_sharding_job(config: ShardingConfig) -> ShardingSummary:
+    storage = open_storage(config.out)  # fails fast, with what to fix, if the store is unreachable
+    plan, created = load_or_create_plan(
+        storage, config.source, config.selection, config.decoding, config.layout
+    )
+    done = completed_shards(storage)
+    pending = [shard for shard in range(plan.num_shards) if shard not in done]
+    print(
+        f"plan {plan.digest}: {len(plan.videos)} videos in {plan.num_shards} shards "
+        f"({'new' if created else 'resumed'}; {len(done)} complete, {len(pending)} to do) -> {storage.url}",
+        flush=True,
+    )
+    started = time.monotonic()
+    reports, errors = _run_shard_tasks(plan, pending, config, storage)
+    summary = summarize(storage, plan, reports, wall_seconds=time.monotonic() - started)
+    print(summary.render(), flush=True)
+    summary.save(storage)
+    if errors:
+        details = "; ".join(f"shard {shard}: {error}" for shard, error in sorted(errors.items())[:5])
+        raise ShardingIncompleteError(
+            f"{len(errors)} shard(s) not committed ({details}). Rerun the same command to retry them."
+        )
+    return summary
+
+
+def _run_shard_tasks(
+    plan: Plan, pending: list[int], config: ShardingConfig, storage: Storage
+) -> tuple[list[ShardReport], dict[int, str]]:
+    _connect(config.ray.ray_address)
+    remote = ray.remote(_process_shard_remote).options(
+        num_cpus=1,  # ffmpeg runs one thread per video: one video per core is the fastest layout
+        max_retries=config.ray.task_retries,
+        retry_exceptions=False,  # only system failures (a dead worker or node) are retried by Ray
+        runtime_env=_failpoint_env(),
+    )
+    limit = config.ray.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    queue = list(pending)
+    in_flight: dict[ray.ObjectRef, int] = {}
+    reports: list[ShardReport] = []
+    errors: dict[int, str] = {}
+    with tqdm(total=sum(len(plan.shard_videos(s)) for s in pending), unit="video", mininterval=1.0) as bar:
+        while queue or in_flight:
+            while queue and len(in_flight) < limit:
+                shard = queue.pop(0)
+                in_flight[remote.remote(_task_for(plan, shard, config), storage)] = shard
+            finished, _ = ray.wait(list(in_flight), num_returns=1)
+            shard = in_flight.pop(finished[0])
+            try:
+                report = ray.get(finished[0])
+            except Exception as error:  # one shard's failure must not stop the others
+                errors[shard] = f"{type(error).__name__}: {str(error).splitlines()[-1] if str(error) else ''}"
+                log.error("shard %d failed: %s", shard, error)
+                continue
+            reports.append(report)
+            bar.update(report.ok + report.failed)
+            bar.set_postfix(ok=sum(r.ok for r in reports), failed=sum(r.failed for r in reports))
+    return reports, errors
+
+
+def _process_shard_remote(task: ShardTask, storage: Storage) -> ShardReport:
+    return process_shard(task, storage)
+
+
+def _task_for(plan: Plan, shard: int, config: ShardingConfig) -> ShardTask:
+    return ShardTask(
+        shard=shard,
+        shard_key=plan.shard_key(shard),
+        videos=tuple(plan.shard_videos(shard)),
+        videos_dir=config.source.videos,
+        captions_path=config.source.captions,
+        decode=config.decoding,
+    )
+
+
+def _connect(address: str) -> None:
+    if ray.is_initialized():
+        return
+    # Inside `ray job submit` RAY_ADDRESS is set and ray.init() joins that cluster; run directly
+    # with no address, it starts a local one.
+    ray.init(address=address or None, log_to_driver=True)
+
+
+def _failpoint_env() -> dict:
+    # Tasks run in worker processes started by the raylet, not by this driver: hand them the
+    # failpoints explicitly (test-only; empty in normal runs).
+    value = os.environ.get(FAILPOINTS_ENV)
+    return {"env_vars": {FAILPOINTS_ENV: value}} if value else {}

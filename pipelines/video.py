@@ -1,0 +1,482 @@
+"""Probe a video with ffprobe and decode it at a fixed rate (default 1 frame per second) into JPEG bytes.
+
+One `ffprobe` and one `ffmpeg` child process per video, built with ffmpeg-python and run without a shell
+(paths are passed as `file:` arguments, so spaces, a leading '-' or a ':' in a name are harmless). Every
+failure is a `VideoDecodeError` whose `reason` is one of `FAILURE_REASONS`, stable enough for a manifest.
+
+Frame sampling and timestamps. The filter chain is `fps=fps=F:round=up:start_time=0 -> scale -> setsar=1
+-> showinfo`. `start_time=0` pins output frame n to t = n/F on the file's timeline (the timeline ASR
+captions use: ffmpeg subtracts the container start time, and a late-starting video stream is padded with
+its first frame). `round=up` makes output frame n the latest source frame whose presentation time is
+<= n/F, i.e. the frame on screen at that instant (the default `round=near` would show the frame on screen
+half an output interval later). The timestamps we return are read back from `showinfo` (the pts of every
+frame that left the filter graph), not computed, and their count must equal the number of JPEGs in the
+pipe, so a frame dropped or duplicated on the way to the muxer is caught instead of shifting the timeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import ffmpeg
+
+FAILURE_REASONS = (
+    "missing_file",
+    "empty_file",
+    "not_a_video",
+    "truncated",
+    "no_video_stream",
+    "too_short",
+    "decode_error",
+    "timeout",
+)
+
+# A decode that covers less than this fraction of the declared video duration, while ffmpeg logged errors
+# (or exited non-zero), is "truncated": a cut download keeps its header (duration, sample tables) but the
+# demuxer hits end-of-file early and says so ("partial file", "Invalid NAL unit size", ...). Requiring
+# errors keeps files whose header merely over-states the duration (no error, just fewer frames) out of it.
+TRUNCATION_COVERAGE = 0.9
+
+# Container formats that ffprobe "parses" but that are not videos (still images, ANSI text).
+_NON_VIDEO_FORMATS = ("image2", "tty")
+_DETAIL_MAX_CHARS = 300
+
+
+class VideoDecodeError(Exception):
+    """A video that cannot be turned into frames; `reason` is one of FAILURE_REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in FAILURE_REASONS:
+            raise ValueError(f"unknown failure reason {reason!r}; expected one of {FAILURE_REASONS}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Ray/multiprocessing pickle exceptions by re-calling __init__ with self.args; ours takes two.
+        return (type(self), (self.reason, self.detail))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeConfig:
+    fps: float = 1.0  # frames emitted per second of video
+    short_side: int = 224  # resize so the shorter side is this (keep aspect, even dims); 0 = keep source size
+    jpeg_quality: int = 3  # ffmpeg mjpeg -q:v (2 best .. 31 worst)
+    timeout_s: float = 600.0  # wall-clock limit for one video's probe+decode; the ffmpeg process is killed
+    min_duration_s: float = 1.0  # shorter videos fail with "too_short"
+    ffmpeg_threads: int = 1  # one video per core is the throughput-optimal layout on a CPU cluster; 0 = auto
+
+    def __post_init__(self) -> None:
+        if not self.fps > 0:
+            raise ValueError(f"fps must be > 0, got {self.fps}")
+        if self.short_side < 0 or self.short_side % 2:
+            raise ValueError(
+                f"short_side must be 0 (keep size) or a positive even number, got {self.short_side}"
+            )
+        if not 2 <= self.jpeg_quality <= 31:
+            raise ValueError(f"jpeg_quality is ffmpeg's -q:v and must be in 2..31, got {self.jpeg_quality}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+        if self.min_duration_s < 0:
+            raise ValueError(f"min_duration_s must be >= 0, got {self.min_duration_s}")
+        if self.ffmpeg_threads < 0:
+            raise ValueError(
+                f"ffmpeg_threads must be >= 0 (0 = let ffmpeg choose), got {self.ffmpeg_threads}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VideoInfo:
+    """What ffprobe says about a file's (first non-cover-art) video stream."""
+
+    duration_s: float  # of the video stream; falls back to the container's; nan when neither is declared
+    width: int  # stored size, before any rotation metadata is applied
+    height: int
+    fps: float  # average frame rate; 0.0 when unknown
+    codec: str
+    has_audio: bool
+    container_duration_s: float  # nan when not declared
+    stream_index: int = 0  # absolute index of the video stream in the container
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodedVideo:
+    info: VideoInfo
+    jpegs: list[bytes]  # one JPEG per sampled frame
+    timestamps_s: list[float]  # presentation time (s, on the file's timeline) of each frame, ascending
+    width: int  # of the emitted frames
+    height: int
+    duration_s: float  # decoded duration: what the frames cover (use for clipping captions)
+    decode_seconds: float  # wall time spent on probe + decode
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.jpegs)
+
+
+# ---------------------------------------------------------------------------------------------- probe
+
+
+def probe_video(path: str | os.PathLike, *, timeout_s: float = 60.0) -> VideoInfo:
+    """ffprobe `path`; raises VideoDecodeError (missing_file, empty_file, not_a_video, no_video_stream, timeout)."""
+    path_str = os.fspath(path)
+    _check_file_is_readable(path_str)
+    result = _run_with_timeout(_ffprobe_args(path_str), timeout_s=timeout_s, program="ffprobe")
+    if result.returncode != 0:
+        raise VideoDecodeError("not_a_video", _last_error_line(result.stderr, "ffprobe failed"))
+    probe = json.loads(result.stdout.decode("utf-8", errors="replace"))
+    return _video_info_from_probe(probe)
+
+
+def _check_file_is_readable(path: str) -> None:
+    try:
+        file_stat = os.stat(path)  # a FIFO is not opened here; ffprobe blocks on it and times out
+    except FileNotFoundError:
+        raise VideoDecodeError("missing_file", f"no such file: {path}") from None
+    except OSError as error:  # a dangling symlink, a path through a non-directory, EACCES on a parent
+        raise VideoDecodeError("missing_file", f"cannot stat {path}: {error.strerror}") from None
+    if stat.S_ISREG(file_stat.st_mode) and file_stat.st_size == 0:
+        raise VideoDecodeError("empty_file", f"file is 0 bytes: {path}")
+    if not os.access(path, os.R_OK):
+        raise VideoDecodeError("decode_error", f"file is not readable (permissions): {path}")
+
+
+def _ffprobe_args(path: str) -> list[str]:
+    return [
+        "ffprobe", "-hide_banner", "-v", "error", "-print_format", "json",
+        "-show_format", "-show_streams", _ffmpeg_file_url(path),
+    ]  # fmt: skip
+
+
+def _ffmpeg_file_url(path: str) -> str:
+    # Without the protocol prefix ffmpeg would read "concat:x" or "pipe:1" as protocols, not file names.
+    return "file:" + os.path.abspath(path)
+
+
+def _video_info_from_probe(probe: dict[str, Any]) -> VideoInfo:
+    streams = probe.get("streams", [])
+    container = probe.get("format", {})
+    if (
+        container.get("format_name", "").endswith("_pipe")
+        or container.get("format_name") in _NON_VIDEO_FORMATS
+    ):
+        raise VideoDecodeError("not_a_video", f"container format is {container.get('format_name')!r}")
+    video = _first_video_stream(streams)
+    if video is None:
+        kinds = sorted({s.get("codec_type", "?") for s in streams}) or ["none"]
+        raise VideoDecodeError("no_video_stream", f"streams present: {', '.join(kinds)}")
+    container_duration = _parse_seconds(container.get("duration"))
+    return VideoInfo(
+        duration_s=_stream_duration(video, container_duration),
+        width=int(video.get("width", 0)),
+        height=int(video.get("height", 0)),
+        fps=_parse_rate(video.get("avg_frame_rate")) or _parse_rate(video.get("r_frame_rate")),
+        codec=str(video.get("codec_name", "unknown")),
+        has_audio=any(s.get("codec_type") == "audio" for s in streams),
+        container_duration_s=container_duration,
+        stream_index=int(video["index"]),
+    )
+
+
+def _first_video_stream(streams: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for stream in streams:
+        # Cover art in an .m4a/.mp3 is a one-picture "video" stream flagged attached_pic.
+        if stream.get("codec_type") == "video" and not stream.get("disposition", {}).get("attached_pic"):
+            return stream
+    return None
+
+
+def _stream_duration(stream: dict[str, Any], container_duration: float) -> float:
+    """Seconds: the stream's `duration`, else Matroska's DURATION tag, else the container's duration."""
+    tags = {key.lower(): value for key, value in stream.get("tags", {}).items()}
+    for candidate in (_parse_seconds(stream.get("duration")), _parse_seconds(tags.get("duration"))):
+        if math.isfinite(candidate) and candidate > 0:
+            return candidate
+    return container_duration
+
+
+def _parse_seconds(value: object) -> float:
+    """'12.345' or Matroska's '00:00:12.345000000' -> seconds; nan for missing/'N/A'."""
+    if value is None:
+        return math.nan
+    text = str(value)
+    try:
+        if ":" in text:
+            hours, minutes, seconds = text.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _parse_rate(value: object) -> float:
+    """'30000/1001' -> 29.97; '0/0', missing or malformed -> 0.0."""
+    try:
+        return float(Fraction(str(value)))
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+
+
+# --------------------------------------------------------------------------------------------- decode
+
+
+def decode_frames_at_1fps(path: str | os.PathLike, config: DecodeConfig = DecodeConfig()) -> DecodedVideo:
+    """Probe and decode `path` to one JPEG per 1/config.fps seconds; raises VideoDecodeError."""
+    started = time.monotonic()
+    path_str = os.fspath(path)
+    info = probe_video(path_str, timeout_s=config.timeout_s)
+    if info.duration_s < config.min_duration_s:
+        raise VideoDecodeError("too_short", f"duration {info.duration_s:.3f} s < {config.min_duration_s} s")
+    remaining_s = config.timeout_s - (time.monotonic() - started)
+    result = _run_with_timeout(
+        _ffmpeg_decode_args(path_str, info.stream_index, config), timeout_s=remaining_s, program="ffmpeg"
+    )
+    stderr = result.stderr.decode("utf-8", errors="replace")
+    jpegs = split_concatenated_jpegs(result.stdout)
+    _raise_for_failed_decode(info, config, result.returncode, stderr, num_frames=len(jpegs))
+    timestamps = _showinfo_timestamps(stderr)
+    if len(timestamps) != len(jpegs):
+        raise VideoDecodeError(
+            "decode_error",
+            f"{len(jpegs)} JPEGs in the pipe but {len(timestamps)} frames left the filter graph",
+        )
+    width, height = jpeg_size(jpegs[0])
+    return DecodedVideo(
+        info=info,
+        jpegs=jpegs,
+        timestamps_s=timestamps,
+        width=width,
+        height=height,
+        duration_s=_decoded_duration(info, len(jpegs), config.fps),
+        decode_seconds=time.monotonic() - started,
+    )
+
+
+def _ffmpeg_decode_args(path: str, stream_index: int, config: DecodeConfig) -> list[str]:
+    video = ffmpeg.input(_ffmpeg_file_url(path), threads=config.ffmpeg_threads)[str(stream_index)]
+    # See the module docstring for why round=up and start_time=0.
+    video = video.filter("fps", fps=_rate_expression(config.fps), round="up", start_time=0)
+    if config.short_side:
+        landscape_or_square = "gte(iw,ih)"  # evaluated on the (auto-rotated) frames, not on probe metadata
+        video = video.filter(
+            "scale",
+            w=f"if({landscape_or_square},-2,{config.short_side})",  # -2: keep aspect, round to even
+            h=f"if({landscape_or_square},{config.short_side},-2)",
+        )
+        video = video.filter("setsar", "1")  # the even rounding leaves a ~1.0005 SAR; the pixels are square
+    output = video.filter("showinfo").output(
+        "pipe:",
+        format="image2pipe",
+        vcodec="mjpeg",
+        threads=config.ffmpeg_threads,
+        **{"q:v": config.jpeg_quality},
+        **fps_mode_output_kwargs("passthrough"),  # one JPEG per filtered frame: no muxer-side dup/drop
+    )
+    global_args = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
+    global_args += ["-filter_threads", str(max(config.ffmpeg_threads, 1))]
+    return ["ffmpeg", *global_args, *output.get_args()]
+
+
+def _rate_expression(fps: float) -> str:
+    return str(Fraction(fps).limit_denominator(1_000_000))  # "1", "1/2", "30000/1001"
+
+
+@functools.cache
+def _ffmpeg_major_minor() -> tuple[int, int]:
+    """(major, minor) of the ffmpeg on PATH; (99, 0) for git builds whose version string has no number."""
+    banner = _run_with_timeout(["ffmpeg", "-hide_banner", "-version"], timeout_s=30, program="ffmpeg")
+    match = re.search(rb"ffmpeg version n?(\d+)\.(\d+)", banner.stdout)
+    return (int(match[1]), int(match[2])) if match else (99, 0)
+
+
+def fps_mode_output_kwargs(mode: str) -> dict[str, str]:
+    """ffmpeg-python output kwargs selecting the frame-rate mode ('passthrough', 'vfr', 'cfr').
+
+    `-fps_mode` replaced the deprecated `-vsync` in ffmpeg 5.1; older builds (4.x) only know `-vsync`.
+    """
+    option = "fps_mode" if _ffmpeg_major_minor() >= (5, 1) else "vsync"
+    return {option: mode}
+
+
+def _raise_for_failed_decode(
+    info: VideoInfo, config: DecodeConfig, returncode: int, stderr: str, *, num_frames: int
+) -> None:
+    error_lines = _ffmpeg_error_lines(stderr)
+    covered_s = num_frames / config.fps  # an upper bound: the last frame stands for up to 1/fps seconds
+    had_errors = returncode != 0 or bool(error_lines)
+    last_error = error_lines[-1] if error_lines else f"ffmpeg exited with status {returncode}"
+    # With no frame at all nothing distinguishes a cut file from an undecodable one: decode_error.
+    if num_frames and had_errors and covered_s < TRUNCATION_COVERAGE * info.duration_s:
+        raise VideoDecodeError(
+            "truncated",
+            f"decoded {covered_s:.1f} s of a declared {info.duration_s:.1f} s; {_shorten(last_error)}",
+        )
+    if returncode != 0 or num_frames == 0:
+        raise VideoDecodeError(
+            "decode_error", _shorten(last_error if had_errors else "ffmpeg emitted no frames")
+        )
+    if covered_s < config.min_duration_s:
+        raise VideoDecodeError("too_short", f"decoded {num_frames} frames, < {config.min_duration_s} s")
+
+
+def _decoded_duration(info: VideoInfo, num_frames: int, fps: float) -> float:
+    """Seconds the frames cover: n/fps, capped by the declared duration (the last frame covers < 1/fps)."""
+    covered_s = num_frames / fps
+    return min(covered_s, info.duration_s) if math.isfinite(info.duration_s) else covered_s
+
+
+_SHOWINFO_PTS_TIME = re.compile(
+    r"Parsed_showinfo_\d+.*?\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:\s*(-?[0-9.eE+-]+)"
+)
+_LOG_LEVEL_PREFIX = re.compile(r"\[(fatal|error|panic)\]")
+
+
+def _showinfo_timestamps(stderr: str) -> list[float]:
+    return [float(match[1]) for match in _SHOWINFO_PTS_TIME.finditer(stderr)]
+
+
+def _ffmpeg_error_lines(stderr: str) -> list[str]:
+    """Lines ffmpeg logged at error level or worse (the `level` log flag tags each line)."""
+    return [line.strip() for line in stderr.splitlines() if _LOG_LEVEL_PREFIX.search(line)]
+
+
+def _last_error_line(stderr: bytes, fallback: str) -> str:
+    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    return _shorten(lines[-1] if lines else fallback)
+
+
+def _shorten(text: str) -> str:
+    text = re.sub(r" @ 0x[0-9a-f]+\]", "]", text)  # drop pointer addresses: stable details across runs
+    return text if len(text) <= _DETAIL_MAX_CHARS else text[: _DETAIL_MAX_CHARS - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------- processes
+
+
+def _run_with_timeout(
+    args: list[str], *, timeout_s: float, program: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run without a shell; on timeout the child is SIGKILLed and reaped (no zombie) before we raise."""
+    if timeout_s <= 0:
+        raise VideoDecodeError("timeout", f"no time left for {program}")
+    try:
+        # subprocess.run kills the child on TimeoutExpired or any other exception and waits for it.
+        return subprocess.run(
+            args, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise VideoDecodeError(
+            "timeout", f"{program} did not finish within {timeout_s:.1f} s; killed"
+        ) from None
+    except FileNotFoundError as error:
+        raise RuntimeError(
+            f"{program} is not on PATH; install ffmpeg (e.g. apt-get install ffmpeg)"
+        ) from error
+
+
+# --------------------------------------------------------------------------------------------- JPEGs
+
+_SOI, _EOI, _SOS = 0xD8, 0xD9, 0xDA
+_MARKERS_WITHOUT_LENGTH = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM and RST0..7
+_START_OF_FRAME = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def split_concatenated_jpegs(stream: bytes) -> list[bytes]:
+    """Split back-to-back JPEG files (ffmpeg's image2pipe output) by walking their marker segments.
+
+    Segment lengths are followed rather than searching for the EOI bytes FF D9, which may legally
+    occur inside a table or comment segment; inside entropy-coded data FF is always stuffed (FF 00).
+    """
+    jpegs = []
+    start = 0
+    while start < len(stream):
+        end = _end_of_jpeg(stream, start)
+        jpegs.append(stream[start:end])
+        start = end
+    return jpegs
+
+
+def _end_of_jpeg(data: bytes, start: int) -> int:
+    if data[start : start + 2] != b"\xff\xd8":
+        raise VideoDecodeError("decode_error", f"ffmpeg output has no JPEG start marker at byte {start}")
+    position = start + 2
+    while True:
+        position = _skip_fill_bytes(data, position)
+        marker = data[position + 1]
+        if marker == _EOI:
+            return position + 2
+        if marker in _MARKERS_WITHOUT_LENGTH:
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == _SOS:
+            position = _end_of_entropy_coded_data(data, position)
+
+
+def _skip_fill_bytes(data: bytes, position: int) -> int:
+    """Position of the FF that starts the next marker (FF may be repeated as fill)."""
+    if position + 1 >= len(data) or data[position] != 0xFF:
+        raise VideoDecodeError(
+            "decode_error", f"corrupt or incomplete JPEG in ffmpeg output at byte {position}"
+        )
+    while data[position + 1] == 0xFF:
+        position += 1
+        if position + 1 >= len(data):
+            raise VideoDecodeError("decode_error", "incomplete JPEG at the end of ffmpeg output")
+    return position
+
+
+def _end_of_entropy_coded_data(data: bytes, position: int) -> int:
+    while True:
+        position = data.find(b"\xff", position)
+        if position < 0 or position + 1 >= len(data):
+            raise VideoDecodeError("decode_error", "incomplete JPEG scan at the end of ffmpeg output")
+        follower = data[position + 1]
+        if follower == 0xFF:  # fill byte before a marker
+            position += 1
+        elif follower == 0x00 or 0xD0 <= follower <= 0xD7:  # stuffed FF or restart marker
+            position += 2
+        else:
+            return position
+
+
+def jpeg_size(jpeg: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame segment."""
+    position = 2
+    while position + 9 <= len(jpeg):
+        position = _skip_fill_bytes(jpeg, position)
+        marker = jpeg[position + 1]
+        if marker in _START_OF_FRAME:
+            height = int.from_bytes(jpeg[position + 5 : position + 7], "big")
+            width = int.from_bytes(jpeg[position + 7 : position + 9], "big")
+            return width, height
+        if marker in _MARKERS_WITHOUT_LENGTH:
+            position += 2
+        else:
+            position += 2 + int.from_bytes(jpeg[position + 2 : position + 4], "big")
+    raise VideoDecodeError("decode_error", "JPEG without a start-of-frame segment in ffmpeg output")
+
+
+__all__ = [
+    "FAILURE_REASONS",
+    "TRUNCATION_COVERAGE",
+    "DecodeConfig",
+    "DecodedVideo",
+    "VideoDecodeError",
+    "VideoInfo",
+    "decode_frames_at_1fps",
+    "fps_mode_output_kwargs",
+    "jpeg_size",
+    "probe_video",
+    "split_concatenated_jpegs",
+]
