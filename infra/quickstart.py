@@ -3,7 +3,9 @@
 1. generate a small HowTo100M-layout collection (real H.264/VP9 files made by ffmpeg, CSV, caption.json);
 2. start an S3-compatible server (moto) and a Ray head, both on 127.0.0.1;
 3. `ray job submit` the sharding job, writing shards + manifest to the S3 server;
-4. draw a contact sheet from a shard, and print where everything is.
+4. draw a contact sheet from a shard;
+5. `ray job submit` a short MIL-NCE post-pretraining of the debug model (2 CPU workers, DDP over
+   gloo) on those shards, checkpoints to the S3 server; print where everything is and the loss curve.
 
     bash infra/quickstart.sh          # install + run
     bash infra/quickstart.sh stop     # stop the Ray head and the S3 server
@@ -48,27 +50,40 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
     collection = _step(
-        "1/4 generating a HowTo100M-style sample collection", lambda: _generate(workdir, config)
+        "1/5 generating a HowTo100M-style sample collection", lambda: _generate(workdir, config)
     )
-    endpoint = _step(
-        "2/4 starting the S3-compatible server and the Ray head", lambda: _start_s3(workdir, config)
+    head, endpoint = _step(
+        "2/5 starting the S3-compatible server and the Ray head", lambda: _start_services(workdir, config)
     )
+    shards, runs = f"s3://{config.bucket}/howto100m-sample-1fps", f"s3://{config.bucket}/runs"
+    print(f"\n== 3/5 ray job submit -> {head.dashboard_url}: sharding into {shards}", flush=True)
+    if not _submitted(head, "jobs/shard_howto100m.py", _job_args(collection, shards)):
+        return 1
+    sheet = _step("4/5 drawing a contact sheet from the first shard", lambda: _contact_sheet(shards, workdir))
+    print(
+        f"\n== 5/5 ray job submit: MIL-NCE post-pretraining of the debug model -> {runs}/{RUN_NAME}",
+        flush=True,
+    )
+    if not _submitted(head, "jobs/post_pretrain.py", _training_args(shards, runs)):
+        return 1
+    _print_where(shards, endpoint, head, sheet, runs, _download_loss_curve(runs, workdir))
+    return 0
+
+
+def _start_services(workdir: Path, config: QuickstartConfig) -> tuple[LocalRayHead, str]:
+    endpoint = _start_s3(workdir, config)
     env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
-    os.environ.update(env)
+    os.environ.update(env)  # this process reads the results back from the same server
     head = LocalRayHead(LocalRayConfig(num_cpus=2, dashboard_port=config.dashboard_port), env=env)
     head.stop()  # a Ray head left over from an earlier run would not have this run's environment
-    head.start()
-    out = f"s3://{config.bucket}/howto100m-sample-1fps"
-    print(f"\n== 3/4 ray job submit -> {head.dashboard_url}: sharding into {out}", flush=True)
-    result = head.submit_job(
-        [sys.executable, "jobs/shard_howto100m.py", *_job_args(collection, out)], working_dir=REPO
-    )
+    return head.start(), endpoint
+
+
+def _submitted(head: LocalRayHead, job: str, args: list[str]) -> bool:
+    result = head.submit_job([sys.executable, job, *args], working_dir=REPO)
     if result.returncode != 0:
-        print(f"the sharding job failed (exit {result.returncode}); see the output above", file=sys.stderr)
-        return result.returncode
-    sheet = _step("4/4 drawing a contact sheet from the first shard", lambda: _contact_sheet(out, workdir))
-    _print_where(out, endpoint, head, sheet)
-    return 0
+        print(f"{job} failed (exit {result.returncode}); see its output above", file=sys.stderr)
+    return result.returncode == 0
 
 
 def _step(title: str, action):
@@ -101,6 +116,33 @@ def _job_args(collection, out: str) -> list[str]:
     ]  # fmt: skip
 
 
+RUN_NAME = "quickstart-debug-meanP-milnce"
+
+
+def _training_args(shards: str, runs: str) -> list[str]:
+    # The debug model is random-init, so every weight trains at lr (coef_lr 1); real runs start
+    # from CLIP (--model ViT-B-32, pretrained openai) with the paper's lr 1e-4 and coef_lr 1e-3.
+    return [
+        "--shards", shards, "--checkpoints", runs, "--run-name", RUN_NAME,
+        "--num-workers", "2", "--model", "debug", "--pretrained", "", "--head", "meanP",
+        "--max-frames", "6", "--candidates", "3", "--batch-size", "4", "--clips-per-video", "4",
+        "--loader-workers", "0", "--lr", "1e-3", "--coef-lr", "1.0",
+        "--max-steps", "40", "--every-steps", "20", "--log-every", "5",
+    ]  # fmt: skip
+
+
+def _download_loss_curve(runs: str, workdir: Path) -> Path:
+    from pipelines.training.checkpoints import CheckpointStore
+    from pipelines.training.loop import LOSS_CURVE_FILE
+
+    store = CheckpointStore(runs, RUN_NAME)
+    latest = store.latest()
+    assert latest is not None, "the training job succeeded, so it committed a checkpoint"
+    target = workdir / LOSS_CURVE_FILE
+    target.write_bytes(store.storage.read_bytes(f"{latest.name}/{LOSS_CURVE_FILE}"))
+    return target
+
+
 def _start_s3(workdir: Path, config: QuickstartConfig) -> str:
     pid_file = workdir / "s3_server.pid"
     _stop_pid(pid_file)
@@ -128,10 +170,12 @@ def _contact_sheet(out: str, workdir: Path) -> Path:
     )
 
 
-def _print_where(out: str, endpoint: str, head: LocalRayHead, sheet: Path) -> None:
+def _print_where(out: str, endpoint: str, head: LocalRayHead, sheet: Path, runs: str, curve: Path) -> None:
     print(
         f"""
 == done
+checkpoints   {runs}/{RUN_NAME}/step-NNNNNNNN/ (model.safetensors, train_state.pt, config.json, metrics.json; latest.json)
+loss curve    {curve}
 shards        {out}/shards/            (WebDataset tars: <id>.json + <id>.NNNNNN.jpg at 1 fps)
 manifest      {out}/manifest/          (Parquet, one row per planned video: ok | failed + reason)
 plan, summary {out}/plan.parquet, {out}/summary.json

@@ -66,7 +66,7 @@ def test_local_output_is_complete_and_readable_by_stock_reader(sample_collection
     assert_complete_output(tmp_path / "out", sample_collection)
     assert summary.ok_videos == len(sample_collection.good_ids)
     assert summary.failed_by_reason == _count(expected_reasons(sample_collection).values())
-    assert summary.video_seconds_per_cpu_second > 0 and summary.peak_ffmpeg_rss_mib > 0
+    assert summary.video_seconds_per_cpu_second > 0 and summary.peak_task_rss_mib > 0
 
 
 def test_each_bad_input_gets_its_own_reason(sample_collection, ray_driver, tmp_path):

@@ -287,7 +287,9 @@ def _parse_record(data: bytes, video_id: str) -> dict:
     return record
 
 
-def read_caption_record(captions_path: str | os.PathLike, offset: int, length: int, video_id: str = "") -> dict:
+def read_caption_record(
+    captions_path: str | os.PathLike, offset: int, length: int, video_id: str = ""
+) -> dict:
     """One record read by its byte extent (from `CaptionIndex.extent`), without loading an index.
 
     Shard tasks get the extents in the plan, so each task reads only its videos' bytes.

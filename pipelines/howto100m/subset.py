@@ -43,7 +43,9 @@ class SubsetConfig:
             raise ValueError('subset="categories" needs at least one entry in `categories`')
         if self.categories and self.subset != "categories":
             logger.warning(
-                'subset categories %s are ignored: subset is %r, not "categories"', self.categories, self.subset
+                'subset categories %s are ignored: subset is %r, not "categories"',
+                self.categories,
+                self.subset,
             )
         if self.max_videos < 0:
             raise ValueError(f"max_videos must be >= 0 (0 = no cap), got {self.max_videos}")

@@ -7,14 +7,13 @@ are redone whole, so a crash at any point loses and duplicates nothing.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
 import ray
 from tqdm import tqdm
 
-from pipelines.failpoints import ENV_VAR as FAILPOINTS_ENV
+from pipelines.failpoints import failpoint_runtime_env
 from pipelines.howto100m import SubsetConfig
 from pipelines.sharding.manifest import completed_shards
 from pipelines.sharding.plan import Plan, ShardLayoutConfig, SourceConfig, load_or_create_plan
@@ -37,6 +36,8 @@ class RayConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ShardingConfig:
+    """Shard a HowTo100M collection into WebDataset tars of 1 fps JPEG frames + ASR captions."""
+
     source: SourceConfig
     out: str  # local folder or s3://bucket/prefix
     selection: SubsetConfig = field(default_factory=SubsetConfig)
@@ -82,7 +83,7 @@ def _run_shard_tasks(
         num_cpus=1,  # ffmpeg runs one thread per video: one video per core is the fastest layout
         max_retries=config.ray.task_retries,
         retry_exceptions=False,  # only system failures (a dead worker or node) are retried by Ray
-        runtime_env=_failpoint_env(),
+        runtime_env=failpoint_runtime_env(),
     )
     limit = config.ray.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     queue = list(pending)
@@ -129,10 +130,3 @@ def _connect(address: str) -> None:
     # Inside `ray job submit` RAY_ADDRESS is set and ray.init() joins that cluster; run directly
     # with no address, it starts a local one.
     ray.init(address=address or None, log_to_driver=True)
-
-
-def _failpoint_env() -> dict:
-    # Tasks run in worker processes started by the raylet, not by this driver: hand them the
-    # failpoints explicitly (test-only; empty in normal runs).
-    value = os.environ.get(FAILPOINTS_ENV)
-    return {"env_vars": {FAILPOINTS_ENV: value}} if value else {}

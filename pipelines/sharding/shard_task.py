@@ -56,8 +56,7 @@ class ShardReport:
     video_seconds: float  # decoded duration of the ok videos
     cpu_seconds: float  # this task's CPU time, its ffmpeg children included
     wall_seconds: float
-    peak_rss_bytes: int  # the worker process (Ray reuses workers, so: its peak so far)
-    peak_child_rss_bytes: int  # the largest ffmpeg child
+    peak_rss_bytes: int  # the worker process (Ray reuses workers, so: its peak so far); ffmpeg runs beside it
     tar_bytes: int
 
 
@@ -234,7 +233,6 @@ def _report(
         cpu_seconds=_cpu_seconds() - cpu_before,
         wall_seconds=time.monotonic() - started,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
-        peak_child_rss_bytes=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
         tar_bytes=tar_bytes,
     )
 

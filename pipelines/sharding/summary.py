@@ -35,7 +35,6 @@ class ShardingSummary:
     video_seconds_per_cpu_second: float
     video_seconds_per_wall_second: float
     peak_task_rss_mib: float
-    peak_ffmpeg_rss_mib: float
 
     def render(self) -> str:
         failed = sum(self.failed_by_reason.values())
@@ -53,7 +52,7 @@ class ShardingSummary:
             f"this run    {self.run_shards} shards, {self.run_video_seconds:.0f} s of video in {self.run_wall_seconds:.1f} s wall",
             f"throughput  {self.video_seconds_per_cpu_second:.1f} s of video per CPU-second, "
             f"{self.video_seconds_per_wall_second:.1f} per wall-second",
-            f"peak memory {self.peak_task_rss_mib:.0f} MiB per shard task worker, {self.peak_ffmpeg_rss_mib:.0f} MiB per ffmpeg",
+            f"peak memory {self.peak_task_rss_mib:.0f} MiB per shard task worker (its ffmpeg child not included)",
             f"plan {PLAN_KEY}, manifest {MANIFEST_PREFIX}, shards shards/ under {self.out}",
         ]
         return "\n".join(lines)
@@ -88,5 +87,4 @@ def summarize(
         video_seconds_per_cpu_second=run_video / run_cpu if run_cpu else 0.0,
         video_seconds_per_wall_second=run_video / wall_seconds if wall_seconds else 0.0,
         peak_task_rss_mib=max((r.peak_rss_bytes for r in reports), default=0) / 2**20,
-        peak_ffmpeg_rss_mib=max((r.peak_child_rss_bytes for r in reports), default=0) / 2**20,
     )

@@ -1,0 +1,1 @@
+"""Training: the clip stream, the Ray Train loop, and its checkpoints (store + train-state files)."""

@@ -1,0 +1,360 @@
+"""The training loop shared by post-pretraining (MIL-NCE) and retrieval fine-tuning (symmetric CE).
+
+What varies between the two is the objective (batch -> loss) and the data; everything else is
+here once: optimizer + schedule, bf16 autocast on GPU, gradient accumulation under DDP, clipping,
+logging, committed checkpoints every N steps, and resume from the last committed checkpoint
+(same step, optimizer, scheduler, RNG and data position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from model.clip4clip import CLIP4Clip
+from model.formats import WEIGHTS_FILE, save_model
+from pipelines.training.checkpoints import CheckpointRef, CheckpointStore
+from pipelines.training.curves import plot_loss_curve
+from pipelines.training.optim import OptimConfig, build_optimizer, warmup_cosine
+from pipelines.training.runtime import Runtime
+from pipelines.training.train_state import (
+    DataPosition,
+    capture_rng_state,
+    check_compatible,
+    load_train_state,
+    restore_rng_state,
+    save_train_state,
+)
+
+log = logging.getLogger(__name__)
+
+TRAIN_STATE_FILE = "train_state.pt"
+RUN_CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopConfig:
+    max_steps: int = 1000  # optimizer steps in total (a resumed run continues towards the same total)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    log_every: int = 10
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.grad_accum < 1 or self.log_every < 1:
+            raise ValueError("max_steps, grad_accum and log_every must be >= 1")
+
+
+class BatchSource(Protocol):
+    batches_per_epoch: int
+
+    def loader(self, position: DataPosition) -> Iterable[dict]: ...
+
+
+# (model as wrapped for training, batch on device) -> this rank's SHARE of the global loss (the sum of
+# its rows over the global batch size, as open_clip's local_loss): shares add up over ranks to the
+# single-process loss. DDP averages gradients over ranks, so the loop multiplies by world_size
+# before backward to get the single-process gradient; the logged loss is then the mean over ranks.
+Objective = Callable[[nn.Module, dict], torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resumed:
+    from_step: int
+    data_position: DataPosition
+    optimizer_steps: int  # AdamW's own step count after loading: proves the optimizer state came back
+    checkpoint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopResult:
+    step: int
+    data_position: DataPosition
+    history: list[tuple[int, float]]  # (step, loss) at each log
+    resumed: Resumed | None
+    final_checkpoint: CheckpointRef | None
+    samples_per_second: float
+
+
+def train(
+    *,
+    model: CLIP4Clip,
+    objective: Objective,
+    data: BatchSource,
+    store: CheckpointStore,
+    optim: OptimConfig,
+    loop: LoopConfig,
+    runtime: Runtime,
+    run_config: Mapping[str, Any],
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    report: Callable[[dict], None] = lambda metrics: None,
+) -> LoopResult:
+    """Train `model` (unwrapped, built identically on every rank) to loop.max_steps; see the module doc."""
+    if data.batches_per_epoch < 1:
+        raise ValueError(
+            "the data stream yields no batch per epoch: more clips or a smaller batch size are needed"
+        )
+    session = _Session(model, objective, data, store, optim, loop, runtime, run_config, report)
+    session.resume()
+    session.trained = wrap(model)
+    return session.run()
+
+
+@dataclass
+class _Progress:
+    step: int = 0
+    position: DataPosition = dataclasses.field(
+        default_factory=lambda: DataPosition(epoch=0, batches_in_epoch=0, samples_seen=0)
+    )
+    history: list[tuple[int, float]] = dataclasses.field(default_factory=list)
+    last_saved_step: int = -1
+    micro_batches: int = 0
+    last_log: dict = dataclasses.field(default_factory=dict)
+    # the current logging window
+    window_loss: float = 0.0
+    window_batches: int = 0
+    window_samples: int = 0
+    window_started: float = dataclasses.field(default_factory=time.monotonic)
+
+
+class _Session:
+    """One training run on one rank: the collaborators, fixed for the run, and the progress."""
+
+    def __init__(self, model, objective, data, store, optim, loop, runtime, run_config, report) -> None:
+        self.model, self.objective, self.data, self.store = model, objective, data, store
+        self.optim, self.loop, self.runtime, self.run_config, self.report = (
+            optim,
+            loop,
+            runtime,
+            run_config,
+            report,
+        )
+        model.to(runtime.device)
+        self.optimizer = build_optimizer(
+            model.param_groups(optim.lr, optim.coef_lr, optim.weight_decay), optim, runtime.device
+        )
+        self.scheduler = warmup_cosine(self.optimizer, loop.max_steps, optim.warmup_proportion)
+        self.trained: nn.Module = model
+        self.progress = _Progress()
+        self.resumed: Resumed | None = None
+
+    def run(self) -> LoopResult:
+        started, samples_at_start = time.monotonic(), self.progress.position.samples_seen
+        while self.progress.step < self.loop.max_steps:
+            self.run_epoch()
+        final = (
+            self.save_checkpoint(final=True) if self.progress.last_saved_step != self.progress.step else None
+        )
+        if final is None and self.runtime.is_main:
+            final = self.store.latest()
+        return LoopResult(
+            step=self.progress.step,
+            data_position=self.progress.position,
+            history=self.progress.history,
+            resumed=self.resumed,
+            final_checkpoint=final,
+            samples_per_second=(self.progress.position.samples_seen - samples_at_start)
+            / max(time.monotonic() - started, 1e-9),
+        )
+
+    def run_epoch(self) -> None:
+        progress = self.progress
+        if progress.position.batches_in_epoch < self.data.batches_per_epoch:
+            for batch in self.data.loader(progress.position):
+                self.train_micro_batch(_to_device(batch, self.runtime.device))
+                if progress.micro_batches % self.loop.grad_accum == 0:
+                    self.finish_step()
+                    if progress.step >= self.loop.max_steps:
+                        return
+        progress.position = DataPosition(
+            epoch=progress.position.epoch + 1, batches_in_epoch=0, samples_seen=progress.position.samples_seen
+        )
+
+    def train_micro_batch(self, batch: dict) -> None:
+        progress, world = self.progress, self.runtime.world_size
+        progress.micro_batches += 1
+        sync_now = progress.micro_batches % self.loop.grad_accum == 0
+        with _no_sync_unless(self.trained, sync_now), _autocast(self.loop.precision, self.runtime.device):
+            loss = self.objective(self.trained, batch) * world  # see `Objective`
+        (loss / self.loop.grad_accum).backward()
+        samples = _batch_size(batch) * world
+        progress.position = dataclasses.replace(
+            progress.position,
+            batches_in_epoch=progress.position.batches_in_epoch + 1,
+            samples_seen=progress.position.samples_seen + samples,
+        )
+        progress.window_loss += float(loss.detach())
+        progress.window_batches += 1
+        progress.window_samples += samples
+
+    def finish_step(self) -> None:
+        if self.optim.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.clamp_logit_scale()
+        self.progress.step += 1
+        step, last = self.progress.step, self.progress.step == self.loop.max_steps
+        if step % self.loop.log_every == 0 or last:
+            self.log_window()
+        if self.store.config.is_due(step) or last:
+            self.save_checkpoint(final=last)
+
+    def log_window(self) -> None:
+        progress = self.progress
+        loss = self.runtime.mean(progress.window_loss / max(1, progress.window_batches))
+        elapsed = max(time.monotonic() - progress.window_started, 1e-9)
+        metrics = {
+            "step": progress.step,
+            "loss": loss,
+            "lr": max(group["lr"] for group in self.optimizer.param_groups),
+            "samples_per_second": progress.window_samples / elapsed,
+            "step_time_s": elapsed * self.loop.grad_accum / max(1, progress.window_batches),
+            "epoch": progress.position.epoch,
+            "batches_in_epoch": progress.position.batches_in_epoch,
+            "samples_seen": progress.position.samples_seen,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            / 1024,  # this rank (Linux: KiB)
+            **resumed_metrics(self.resumed),
+        }
+        progress.history.append((progress.step, loss))
+        progress.last_log = metrics
+        if self.runtime.is_main:
+            log.info(
+                "step %d loss %.4f lr %.2e %.1f samples/s %.3f s/step",
+                progress.step, loss, metrics["lr"], metrics["samples_per_second"], metrics["step_time_s"],
+            )  # fmt: skip
+        self.report(metrics)
+        progress.window_loss, progress.window_batches, progress.window_samples = 0.0, 0, 0
+        progress.window_started = time.monotonic()
+
+    def save_checkpoint(self, *, final: bool) -> CheckpointRef | None:
+        """Rank 0 writes and commits; every rank waits, so no rank runs ahead of a checkpoint."""
+        ref = None
+        if self.runtime.is_main:
+            started = time.monotonic()
+            with tempfile.TemporaryDirectory(prefix="checkpoint-") as folder:
+                self.write_checkpoint_files(Path(folder), final=final)
+                ref = self.store.save(self.progress.step, folder)
+            log.info(
+                "checkpoint step %d committed at %s in %.1f s", ref.step, ref.url, time.monotonic() - started
+            )
+        self.progress.last_saved_step = self.progress.step
+        self.runtime.barrier()
+        return ref
+
+    def write_checkpoint_files(self, folder: Path, *, final: bool) -> None:
+        progress = self.progress
+        save_model(self.model, folder)  # model.safetensors + model_config.json
+        save_train_state(
+            folder / TRAIN_STATE_FILE,
+            step=progress.step,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            data_position=progress.position,
+            rng=capture_rng_state(),
+        )
+        (folder / RUN_CONFIG_FILE).write_text(
+            json.dumps(self.run_config, indent=2, sort_keys=True, default=str) + "\n"
+        )
+        metrics = {
+            "step": progress.step,
+            "loss_history": progress.history,
+            "data_position": dataclasses.asdict(progress.position),
+            "resumed": resumed_metrics(self.resumed),
+            "last_log": progress.last_log,  # samples/s, step time, peak RSS of rank 0 at the last log
+        }
+        (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        if final and progress.history:
+            steps, losses = zip(*progress.history, strict=True)
+            title = f"{self.run_config.get('run_name', 'run')}: loss"
+            plot_loss_curve(list(steps), list(losses), folder / LOSS_CURVE_FILE, title=title)
+
+    def resume(self) -> None:
+        ref = self.store.latest()  # only committed checkpoints; a corrupt one is skipped with a warning
+        if ref is None:
+            return
+        with tempfile.TemporaryDirectory(prefix="resume-") as folder:
+            local = self.store.download(ref, folder)
+            saved = json.loads((local / RUN_CONFIG_FILE).read_text())
+            # The same model is required; the weights come from the checkpoint, so where the initial
+            # weights came from ("pretrained") may differ.
+            check_compatible(saved.get("model", {}), self.run_config.get("model", {}), ignore=("pretrained",))
+            self.model.load_state_dict(load_file(str(local / WEIGHTS_FILE), device=str(self.runtime.device)))
+            step, position, rng = load_train_state(
+                local / TRAIN_STATE_FILE, optimizer=self.optimizer, scheduler=self.scheduler
+            )
+            history = json.loads((local / METRICS_FILE).read_text()).get("loss_history", [])
+        restore_rng_state(rng)
+        self.progress = _Progress(
+            step=step, position=position, history=[tuple(h) for h in history], last_saved_step=step
+        )
+        self.resumed = Resumed(
+            from_step=step,
+            data_position=position,
+            optimizer_steps=_adam_steps(self.optimizer),
+            checkpoint=ref.url,
+        )
+        if self.runtime.is_main:
+            log.info("resumed from %s: step %d, %s", ref.url, step, position)
+
+
+def resumed_metrics(resumed: Resumed | None) -> dict:
+    """Where a resumed run picked up (reported with every log, so a restart is visible in the metrics)."""
+    if resumed is None:
+        return {"resumed_from_step": -1}
+    return {
+        "resumed_from_step": resumed.from_step,
+        "resumed_optimizer_steps": resumed.optimizer_steps,
+        "resumed_epoch": resumed.data_position.epoch,
+        "resumed_batches_in_epoch": resumed.data_position.batches_in_epoch,
+    }
+
+
+def _adam_steps(optimizer: torch.optim.Optimizer) -> int:
+    for param_state in optimizer.state.values():
+        if "step" in param_state:
+            return int(param_state["step"])
+    return 0
+
+
+def _autocast(precision: str, device: torch.device):
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def _no_sync_unless(trained: nn.Module, sync_now: bool):
+    # Under DDP, skip the gradient all-reduce on accumulation micro-steps; reduce on the last one.
+    if sync_now or not isinstance(trained, DistributedDataParallel):
+        return nullcontext()
+    return trained.no_sync()
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+    }
+
+
+def _batch_size(batch: dict) -> int:
+    for value in batch.values():
+        if isinstance(value, torch.Tensor):
+            return int(value.shape[0])
+    raise ValueError("a batch needs at least one tensor")

@@ -1,0 +1,218 @@
+"""Post-pretraining CLIP4Clip with MIL-NCE on Ray Train (TorchTrainer, DDP: NCCL on GPUs, gloo on CPUs).
+
+The driver starts one training worker per GPU (or CPU slot); each worker streams its share of the
+shards, trains, and rank 0 commits checkpoints to object storage. Resubmitting the same job, and
+Ray Train's restart of a failed worker group, continue from the last committed checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from model.clip4clip import CLIP4Clip
+from model.config import CLIP4ClipConfig
+from model.losses import MILNCELoss
+from pipelines.failpoints import failpoint_runtime_env
+from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
+from pipelines.training.clips import ClipConfig
+from pipelines.training.loop import METRICS_FILE, LoopConfig, LoopResult, train
+from pipelines.training.optim import OptimConfig
+from pipelines.training.runtime import Runtime, ray_train_runtime
+from pipelines.training.stream import ClipStream, StreamConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipDataConfig:
+    batch_size: int = 32  # clips per rank per micro-batch
+    candidates: int = 5  # K captions per clip (MIL-NCE's bag)
+    clips_per_video: int = 8  # clips cut from each video read
+    shuffle_buffer: int = 1000
+    loader_workers: int = 2  # DataLoader processes per training worker
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkersConfig:
+    num_workers: int = 2  # training workers (one per GPU with --use-gpu)
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    max_failures: int = (
+        3  # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostPretrainConfig:
+    """Post-pretrain CLIP4Clip with MIL-NCE on shards made by jobs/shard_howto100m.py."""
+
+    shards: str  # the sharding job's --out: local folder or s3://bucket/prefix
+    checkpoints: str  # root for checkpoints: local folder or s3://bucket/prefix
+    run_name: str  # checkpoints go to <checkpoints>/<run_name>/; the same name resumes
+    model: CLIP4ClipConfig = field(default_factory=CLIP4ClipConfig)
+    data: ClipDataConfig = field(default_factory=ClipDataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+
+
+def milnce_objective(loss: MILNCELoss):
+    """batch -> MIL-NCE loss: each clip against its K candidate captions, all else in the global batch negative."""
+
+    def objective(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        clips, candidates, words = batch["text"].shape
+        out = model(batch["video"], batch["video_mask"], batch["text"].reshape(clips * candidates, words))
+        if "scores" in out:  # tightTransf: a cross-encoder scores every (caption, clip) pair of this rank
+            return milnce_from_pair_scores(
+                out["scores"].reshape(clips, candidates, clips), batch["text_mask"].bool()
+            )
+        text = out["text"].reshape(clips, candidates, -1)
+        return loss(out["video"], text, out["logit_scale"], batch["text_mask"].bool())
+
+    return objective
+
+
+def milnce_from_pair_scores(scores: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
+    """MIL-NCE from cross-encoder scores (B, K, B): scores[i, k, j] = s(caption k of clip i, clip j).
+
+    Same formula as MILNCELoss (positives: clip i's candidates; negatives: its row and column), over
+    this rank's batch: scoring every pair of a global batch with a cross-encoder costs (B x world)^2
+    forward passes, so tightTransf's negatives stay local.
+    """
+    clips = scores.shape[0]
+    own = torch.eye(clips, dtype=torch.bool, device=scores.device)  # (B, B): j == i
+    row = scores.permute(2, 0, 1).masked_fill(
+        ~candidate_mask.unsqueeze(0), float("-inf")
+    )  # (i, j, k) all captions vs clip i
+    column_mask = ~own.unsqueeze(-1) & candidate_mask.unsqueeze(
+        1
+    )  # (i, j, k): clip i's captions vs other clips j
+    column = scores.permute(0, 2, 1).masked_fill(~column_mask, float("-inf"))
+    positives = scores[torch.arange(clips), :, torch.arange(clips)].masked_fill(
+        ~candidate_mask, float("-inf")
+    )
+    log_denominator = torch.logsumexp(torch.cat([row.flatten(1), column.flatten(1)], dim=1), dim=1)
+    return (log_denominator - torch.logsumexp(positives, dim=1)).mean()
+
+
+def build_stream(config: PostPretrainConfig, model: CLIP4Clip, runtime: Runtime) -> ClipStream:
+    stream_config = StreamConfig(
+        shards=config.shards,
+        batch_size=config.data.batch_size,
+        image_size=model.image_size,
+        max_words=config.model.max_words,
+        shuffle_buffer=config.data.shuffle_buffer,
+        train=True,
+        seed=config.loop.seed,
+        num_workers=config.data.loader_workers,
+        pin_memory=runtime.device.type == "cuda",
+        clip=ClipConfig(
+            max_frames=config.model.max_frames,
+            candidates=config.data.candidates,
+            clips_per_video=config.data.clips_per_video,
+        ),
+    )
+    return ClipStream(stream_config, model.tokenizer(), rank=runtime.rank, world_size=runtime.world_size)
+
+
+def run_config_record(config: PostPretrainConfig, manifest_digest: str, runtime: Runtime) -> dict:
+    """What a checkpoint records about the run that made it (config.json)."""
+    return {
+        "run_name": config.run_name,
+        "objective": "milnce",
+        "model": config.model.to_dict(),
+        "job": dataclasses.asdict(config),
+        "shards": config.shards,
+        "manifest_digest": manifest_digest,
+        "world_size": runtime.world_size,
+    }
+
+
+def post_pretrain_worker(
+    config: PostPretrainConfig, runtime: Runtime, report=lambda metrics: None, wrap=lambda m: m
+) -> LoopResult:
+    """One training worker's whole job (also runnable without Ray: world_size 1, no wrap)."""
+    torch.manual_seed(config.loop.seed)  # identical initial weights on every rank
+    model = CLIP4Clip.from_config(config.model)
+    stream = build_stream(config, model, runtime)
+    store = CheckpointStore(config.checkpoints, config.run_name, config=config.checkpoint)
+    return train(
+        model=model,
+        objective=milnce_objective(MILNCELoss(rank=runtime.rank, world_size=runtime.world_size)),
+        data=stream,
+        store=store,
+        optim=config.optim,
+        loop=config.loop,
+        runtime=runtime,
+        run_config=run_config_record(config, stream.manifest_digest, runtime),
+        wrap=wrap,
+        report=report,
+    )
+
+
+def _ray_train_loop(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config: PostPretrainConfig = loop_config["config"]
+    post_pretrain_worker(
+        config,
+        ray_train_runtime(),
+        report=ray.train.report,
+        wrap=lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostPretrainResult:
+    checkpoint: str  # URL of the run's last committed checkpoint
+    step: int
+    metrics: dict  # that checkpoint's metrics.json: loss history, data position, where it resumed
+
+
+def run_post_pretraining(config: PostPretrainConfig, *, storage_path: str | None = None):
+    """Runs the Ray Train job on the current Ray cluster (ray.init() first, or inside `ray job submit`)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    CheckpointStore(
+        config.checkpoints, config.run_name
+    )  # fails fast on an unreachable store, before any worker starts
+    trainer = TorchTrainer(
+        _ray_train_loop,
+        train_loop_config={"config": config},
+        torch_config=TorchConfig(backend="nccl" if config.workers.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.workers.num_workers,
+            use_gpu=config.workers.use_gpu,
+            resources_per_worker={
+                "CPU": config.workers.cpus_per_worker,
+                **({"GPU": 1} if config.workers.use_gpu else {}),
+            },
+        ),
+        run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # mypy sees Ray Train v1's RunConfig
+            name=config.run_name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=config.workers.max_failures),
+            worker_runtime_env=failpoint_runtime_env(),
+        ),
+    )
+    trainer.fit()  # raises ray.train.TrainingFailedError once max_failures restarts are spent
+    return read_run_result(config)
+
+
+def read_run_result(config: PostPretrainConfig) -> PostPretrainResult:
+    """The run's outcome as its checkpoints record it (Ray Train's Result holds only Ray-managed checkpoints)."""
+    store = CheckpointStore(config.checkpoints, config.run_name)
+    latest = store.latest()
+    if latest is None:
+        raise RuntimeError(f"{store.url} holds no committed checkpoint after training")
+    metrics = json.loads(store.storage.read_bytes(f"{latest.name}/{METRICS_FILE}"))
+    return PostPretrainResult(checkpoint=latest.url, step=latest.step, metrics=metrics)
