@@ -7,7 +7,10 @@ Ray's workers and job drivers inherit the head's environment, not the submitting
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -41,6 +44,7 @@ class LocalRayHead:
         self.port = config.port or free_port()
         self.dashboard_port = config.dashboard_port or free_port()
         self.extra_env = dict(env or {})
+        self.session_dir = ""  # this head's Ray session folder, known once started
 
     @property
     def address(self) -> str:
@@ -76,6 +80,7 @@ class LocalRayHead:
                 f"`ray start --head` failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
             )
         self._wait_for_dashboard(timeout_s)
+        self.session_dir = session_dir_of_gcs(self.port)
         return self
 
     def _wait_for_dashboard(self, timeout_s: float) -> None:
@@ -88,10 +93,17 @@ class LocalRayHead:
                 time.sleep(0.5)
         raise RuntimeError(f"Ray dashboard did not answer at {self.dashboard_url} within {timeout_s:.0f} s")
 
-    def stop(self) -> None:
-        # `ray stop` ends every Ray process this user started on the machine: fine for a
-        # quick-start or a test session, which own the machine's Ray.
-        subprocess.run([str(venv_bin() / "ray"), "stop", "--force"], capture_output=True, timeout=120)
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ends this head's processes only (`ray stop` would end every Ray cluster on the machine)."""
+        session_dir = self.session_dir or session_dir_of_gcs(self.port)
+        pids = processes_using(session_dir) if session_dir else []
+        for pid in pids:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.2)
+        for pid in pids:
+            _signal(pid, signal.SIGKILL)
 
     def submit_job(
         self,
@@ -117,3 +129,45 @@ class LocalRayHead:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def session_dir_of_gcs(port: int) -> str:
+    """The session folder of the Ray head whose GCS listens on `port` ("" if none runs)."""
+    for _, cmdline in _command_lines():
+        if b"gcs_server" in cmdline and f"--gcs_server_port={port}".encode() in cmdline:
+            match = re.search(rb"--log_dir=(\S+?/session_[^/\x00]+)/logs", cmdline)
+            if match:
+                return match.group(1).decode()
+    return ""
+
+
+def processes_using(session_dir: str) -> list[int]:
+    """Pids whose command line names the session folder: the head's GCS, raylet, dashboard, workers."""
+    needle = session_dir.encode()
+    return [pid for pid, cmdline in _command_lines() if needle in cmdline]
+
+
+def _command_lines() -> list[tuple[int, bytes]]:
+    lines = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as file:
+                lines.append((int(entry), file.read()))
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+    return lines
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().split(")")[-1].split()[0] != "Z"  # a zombie is as good as gone
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)

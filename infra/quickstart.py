@@ -74,7 +74,9 @@ def _start_services(workdir: Path, config: QuickstartConfig) -> tuple[LocalRayHe
     endpoint = _start_s3(workdir, config)
     env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
     os.environ.update(env)  # this process reads the results back from the same server
-    head = LocalRayHead(LocalRayConfig(num_cpus=2, dashboard_port=config.dashboard_port), env=env)
+    head = LocalRayHead(
+        LocalRayConfig(num_cpus=2, dashboard_port=config.dashboard_port, port=RAY_PORT), env=env
+    )
     head.stop()  # a Ray head left over from an earlier run would not have this run's environment
     return head.start(), endpoint
 
@@ -117,6 +119,7 @@ def _job_args(collection, out: str) -> list[str]:
 
 
 RUN_NAME = "quickstart-debug-meanP-milnce"
+RAY_PORT = 6379  # Ray's usual GCS port; fixed, so `quickstart.sh stop` finds this head's processes
 
 
 def _training_args(shards: str, runs: str) -> list[str]:
@@ -191,7 +194,7 @@ stop          bash infra/quickstart.sh stop""",
 
 
 def stop_services(workdir: Path) -> None:
-    LocalRayHead().stop()
+    LocalRayHead(LocalRayConfig(port=RAY_PORT)).stop()
     _stop_pid(workdir / "s3_server.pid")
     print("stopped the Ray head and the S3 server")
 
