@@ -82,7 +82,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-post-pretrain-"))
     try:
         shards = make_shards(root, bench.videos)
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)  # a new cluster, not a running one
         results = {workers: run(shards, root, workers, bench) for workers in (1, 2)}
     finally:
         ray.shutdown()

@@ -60,7 +60,7 @@ class LocalRayHead:
         env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         return env
 
-    def start(self, timeout_s: float = 120.0) -> LocalRayHead:
+    def start(self, timeout_s: float = 300.0) -> LocalRayHead:
         command = [
             str(venv_bin() / "ray"), "start", "--head",
             "--node-ip-address=127.0.0.1",

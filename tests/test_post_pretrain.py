@@ -90,14 +90,17 @@ def test_killed_worker_resumes_from_last_committed_checkpoint(shards, ray_driver
     store = CheckpointStore(s3_url, "kill-worker")
     outcome: dict = {}
     run = threading.Thread(
-        target=lambda: outcome.update(result=run_post_pretraining(config, storage_path=str(tmp_path / "ray")))
+        target=_capture, args=(outcome, run_post_pretraining, config, str(tmp_path / "ray"))
     )
     run.start()
-    _wait_until(lambda: store.committed(), timeout_s=300)
-    committed_before_kill = max(ref.step for ref in store.committed())
-    victim = _train_worker_pids()[-1]
-    os.kill(victim, signal.SIGKILL)
-    run.join(timeout=600)
+    try:
+        _wait_until(lambda: store.committed(), timeout_s=300)
+        committed_before_kill = max(ref.step for ref in store.committed())
+        victim = _train_worker_pids()[-1]
+        os.kill(victim, signal.SIGKILL)
+    finally:
+        run.join(timeout=600)  # never leave training running into the fixture's ray.shutdown()
+    assert not run.is_alive() and "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     assert result.step == 40
     assert "resumed" in result.metrics, result.metrics
@@ -165,6 +168,13 @@ def test_changed_model_is_refused(shards, tmp_path):
     )
     with pytest.raises(ValueError, match="head=meanP.*head=seqTransf"):
         post_pretrain_worker(changed, single_process_runtime())
+
+
+def _capture(outcome: dict, run, config, storage_path: str) -> None:
+    try:
+        outcome["result"] = run(config, storage_path=storage_path)
+    except BaseException as error:  # reported by the test thread
+        outcome["error"] = error
 
 
 def _train_worker_pids() -> list[int]:
