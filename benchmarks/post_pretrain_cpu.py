@@ -17,13 +17,9 @@ from pathlib import Path
 
 import ray
 
+from benchmarks.train_throughput import make_sample_shards
 from model.config import CLIP4ClipConfig
 from pipelines.cli import parse_config
-from pipelines.howto100m import SubsetConfig
-from pipelines.sample_collection import SampleCollectionSpec, generate_sample_collection
-from pipelines.sharding.plan import ShardLayoutConfig, SourceConfig, load_or_create_plan
-from pipelines.sharding.shard_task import ShardTask, process_shard
-from pipelines.storage import open_storage
 from pipelines.training.checkpoints import CheckpointConfig
 from pipelines.training.loop import LoopConfig
 from pipelines.training.optim import OptimConfig
@@ -33,7 +29,6 @@ from pipelines.training.post_pretrain import (
     WorkersConfig,
     run_post_pretraining,
 )
-from pipelines.video import DecodeConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,26 +37,6 @@ class BenchmarkConfig:
     batch_size: int = 8  # clips per worker per step
     videos: int = 16
     max_frames: int = 12
-
-
-def make_shards(root: Path, videos: int) -> str:
-    collection = generate_sample_collection(
-        root / "collection", SampleCollectionSpec(num_good_videos=videos, include_broken=False)
-    )
-    source = SourceConfig(
-        videos=str(collection.videos_dir),
-        metadata=str(collection.metadata_csv),
-        captions=str(collection.captions_json),
-    )
-    storage = open_storage(str(root / "shards"))
-    plan, _ = load_or_create_plan(
-        storage, source, SubsetConfig(), DecodeConfig(), ShardLayoutConfig(videos_per_shard=2)
-    )
-    for shard in range(plan.num_shards):
-        task = ShardTask(shard=shard, shard_key=plan.shard_key(shard), videos=tuple(plan.shard_videos(shard)),
-                         videos_dir=source.videos, captions_path=source.captions, decode=DecodeConfig())  # fmt: skip
-        process_shard(task, storage)
-    return str(root / "shards")
 
 
 def run(shards: str, root: Path, workers: int, bench: BenchmarkConfig) -> dict:
@@ -81,7 +56,7 @@ def main() -> None:
     bench = parse_config(BenchmarkConfig)
     root = Path(tempfile.mkdtemp(prefix="bench-post-pretrain-"))
     try:
-        shards = make_shards(root, bench.videos)
+        shards = make_sample_shards(root, bench.videos)
         ray.init(address="local", num_cpus=2, include_dashboard=False)  # a new cluster, not a running one
         results = {workers: run(shards, root, workers, bench) for workers in (1, 2)}
     finally:

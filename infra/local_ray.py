@@ -58,6 +58,9 @@ class LocalRayHead:
         env = {**os.environ, **self.extra_env}
         env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
         env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray 2.60 turns token auth on by itself when ~/.ray/auth_token exists; a loopback-only
+        # cluster for the quick start and tests must not depend on what a home folder holds.
+        env.setdefault("RAY_AUTH_MODE", "disabled")
         return env
 
     def start(self, timeout_s: float = 300.0) -> LocalRayHead:
@@ -70,6 +73,8 @@ class LocalRayHead:
             "--include-dashboard=true",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
+            # the agent's default port (52365) is the same for every cluster on a machine
+            f"--dashboard-agent-listen-port={free_port()}",
             "--disable-usage-stats",
         ]  # fmt: skip
         result = subprocess.run(

@@ -5,7 +5,10 @@
 3. `ray job submit` the sharding job, writing shards + manifest to the S3 server;
 4. draw a contact sheet from a shard;
 5. `ray job submit` a short MIL-NCE post-pretraining of the debug model (2 CPU workers, DDP over
-   gloo) on those shards, checkpoints to the S3 server; print where everything is and the loss curve.
+   gloo) on those shards, checkpoints to the S3 server;
+6. generate a tiny MSR-VTT-layout retrieval set (colour videos, captions naming the colours) and
+   `ray job submit` the retrieval fine-tuning from that checkpoint, which evaluates zero-shot and
+   fine-tuned and prints the metrics table; print where everything is and the loss curve.
 
     bash infra/quickstart.sh          # install + run
     bash infra/quickstart.sh stop     # stop the Ray head and the S3 server
@@ -50,21 +53,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
     collection = _step(
-        "1/5 generating a HowTo100M-style sample collection", lambda: _generate(workdir, config)
+        "1/6 generating a HowTo100M-style sample collection", lambda: _generate(workdir, config)
     )
     head, endpoint = _step(
-        "2/5 starting the S3-compatible server and the Ray head", lambda: _start_services(workdir, config)
+        "2/6 starting the S3-compatible server and the Ray head", lambda: _start_services(workdir, config)
     )
     shards, runs = f"s3://{config.bucket}/howto100m-sample-1fps", f"s3://{config.bucket}/runs"
-    print(f"\n== 3/5 ray job submit -> {head.dashboard_url}: sharding into {shards}", flush=True)
+    print(f"\n== 3/6 ray job submit -> {head.dashboard_url}: sharding into {shards}", flush=True)
     if not _submitted(head, "jobs/shard_howto100m.py", _job_args(collection, shards)):
         return 1
-    sheet = _step("4/5 drawing a contact sheet from the first shard", lambda: _contact_sheet(shards, workdir))
+    sheet = _step("4/6 drawing a contact sheet from the first shard", lambda: _contact_sheet(shards, workdir))
     print(
-        f"\n== 5/5 ray job submit: MIL-NCE post-pretraining of the debug model -> {runs}/{RUN_NAME}",
+        f"\n== 5/6 ray job submit: MIL-NCE post-pretraining of the debug model -> {runs}/{RUN_NAME}",
         flush=True,
     )
     if not _submitted(head, "jobs/post_pretrain.py", _training_args(shards, runs)):
+        return 1
+    retrieval = _step(
+        "6/6 generating a tiny MSR-VTT-layout retrieval set", lambda: _generate_retrieval(workdir)
+    )
+    print(f"\n== 6/6 ray job submit: fine-tune {RUN_NAME} for retrieval, evaluate zero-shot and fine-tuned")
+    if not _submitted(head, "jobs/finetune_retrieval.py", _finetune_args(runs, retrieval, workdir)):
         return 1
     _print_where(shards, endpoint, head, sheet, runs, _download_loss_curve(runs, workdir))
     return 0
@@ -119,6 +128,7 @@ def _job_args(collection, out: str) -> list[str]:
 
 
 RUN_NAME = "quickstart-debug-meanP-milnce"
+FINETUNE_RUN_NAME = "quickstart-debug-seqTransf-msrvtt"
 RAY_PORT = 6379  # Ray's usual GCS port; fixed, so `quickstart.sh stop` finds this head's processes
 
 
@@ -131,6 +141,25 @@ def _training_args(shards: str, runs: str) -> list[str]:
         "--max-frames", "6", "--candidates", "3", "--batch-size", "4", "--clips-per-video", "4",
         "--loader-workers", "0", "--lr", "1e-3", "--coef-lr", "1.0",
         "--max-steps", "40", "--every-steps", "20", "--log-every", "5",
+    ]  # fmt: skip
+
+
+def _generate_retrieval(workdir: Path) -> Path:
+    from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
+
+    sample = generate_sample_msrvtt(workdir / "msrvtt-sample")
+    print(f"{len(sample.train_ids)} training + {len(sample.test_ids)} test videos in {sample.root}")
+    return sample.root
+
+
+def _finetune_args(runs: str, data: Path, workdir: Path) -> list[str]:
+    # Real runs keep the paper's defaults (lr 1e-4, coef_lr 1e-3, batch 128, 12 frames, 5 epochs).
+    return [
+        "--init", f"{runs}/{RUN_NAME}/latest", "--dataset", "msrvtt", "--data-root", str(data), "--split", "9k",
+        "--head", "seqTransf", "--epochs", "5", "--num-workers", "2", "--checkpoints", runs,
+        "--run-name", FINETUNE_RUN_NAME, "--max-frames", "4", "--batch-size", "8", "--loader-workers", "0",
+        "--short-side", "64", "--frame-cache", str(workdir / "frame-cache"), "--lr", "1e-3", "--coef-lr", "1.0",
+        "--log-every", "9",
     ]  # fmt: skip
 
 
@@ -178,6 +207,8 @@ def _print_where(out: str, endpoint: str, head: LocalRayHead, sheet: Path, runs:
         f"""
 == done
 checkpoints   {runs}/{RUN_NAME}/step-NNNNNNNN/ (model.safetensors, train_state.pt, config.json, metrics.json; latest.json)
+fine-tuned    {runs}/{FINETUNE_RUN_NAME}/ (checkpoints; eval/zero-shot.json, eval/fine-tuned.json, eval/metrics.md)
+export        {venv_bin()}/python jobs/export_checkpoint.py --init {runs}/{FINETUNE_RUN_NAME}/latest --format open_clip --out model.pt
 loss curve    {curve}
 shards        {out}/shards/            (WebDataset tars: <id>.json + <id>.NNNNNN.jpg at 1 fps)
 manifest      {out}/manifest/          (Parquet, one row per planned video: ok | failed + reason)

@@ -1,8 +1,9 @@
 """Probe a video with ffprobe and decode it at a fixed rate (default 1 frame per second) into JPEG bytes.
 
-One `ffprobe` and one `ffmpeg` child process per video, built with ffmpeg-python and run without a shell
-(paths are passed as `file:` arguments, so spaces, a leading '-' or a ':' in a name are harmless). Every
-failure is a `VideoDecodeError` whose `reason` is one of `FAILURE_REASONS`, stable enough for a manifest.
+One `ffprobe` (two in fast mode) and one `ffmpeg` child process per video, built with ffmpeg-python and
+run without a shell (paths are passed as `file:` arguments, so spaces, a leading '-' or a ':' in a name
+are harmless). Every failure is a `VideoDecodeError` whose `reason` is one of `FAILURE_REASONS`, stable
+enough for a manifest.
 
 Frame sampling and timestamps. The filter chain is `fps=fps=F:round=up:start_time=0 -> scale -> setsar=1
 -> showinfo`. `start_time=0` pins output frame n to t = n/F on the file's timeline (the timeline ASR
@@ -12,10 +13,26 @@ its first frame). `round=up` makes output frame n the latest source frame whose 
 half an output interval later). The timestamps we return are read back from `showinfo` (the pts of every
 frame that left the filter graph), not computed, and their count must equal the number of JPEGs in the
 pipe, so a frame dropped or duplicated on the way to the muxer is caught instead of shifting the timeline.
+
+Decode paths (`DecodeConfig.decode_mode`). Decoding is ~95% of the cost (1 frame in 30 is scaled and
+encoded), so the "fast" default does not decode B-frames (`-skip_frame bidir`, which also drops other
+non-reference frames). Only frames that no decoded frame refers to are dropped (x264's B-pyramid
+references are B-frames themselves), so no image is damaged; the tests bound the pixel difference on
+static patterns. The sample at t = n/F is then the latest *decoded* frame at or before n/F, up to a few
+source frames (~0.1 s at 30 fps with 3 B-frames) older than the exact one. Before decoding, one more
+ffprobe lists the packet timestamps (a demux pass, no decoding): in decode order a B-frame is one shown
+before an earlier-decoded frame, so the frames left after skipping are known, and if a sample would lag
+its slot by more than `max_frame_lag_s` (0.25 s: low frame rates, long B-frame runs, variable frame rate)
+the video is decoded exactly. A `showinfo` before `fps` logs every decoded frame's time, and the same bound
+is checked on what was really decoded; a miss means an exact re-decode ("exact_fallback"). Streams
+without B-frames (VP9, baseline H.264: ffprobe's has_b_frames = 0) are decoded exactly at once. "exact"
+decodes every frame. `decoder="nvdec"` decodes on an NVIDIA GPU (ffmpeg's `-hwaccel cuda`; frames come
+back to system memory for fps/scale/JPEG).
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
@@ -49,6 +66,8 @@ TRUNCATION_COVERAGE = 0.9
 
 # Container formats that ffprobe "parses" but that are not videos (still images, ANSI text).
 _NON_VIDEO_FORMATS = ("image2", "tty")
+DECODE_MODES = ("fast", "exact")
+DECODERS = ("cpu", "nvdec")
 _DETAIL_MAX_CHARS = 300
 
 
@@ -75,6 +94,9 @@ class DecodeConfig:
     timeout_s: float = 600.0  # wall-clock limit for one video's probe+decode; the ffmpeg process is killed
     min_duration_s: float = 1.0  # shorter videos fail with "too_short"
     ffmpeg_threads: int = 1  # one video per core is the throughput-optimal layout on a CPU cluster; 0 = auto
+    decode_mode: str = "fast"  # "fast": skip B-frames where samples stay within max_frame_lag_s; "exact"
+    max_frame_lag_s: float = 0.25  # fast mode: most a sample's source frame may precede its slot time (s)
+    decoder: str = "cpu"  # "nvdec": NVIDIA GPU decode (ffmpeg -hwaccel cuda); fails clearly without one
 
     def __post_init__(self) -> None:
         if not self.fps > 0:
@@ -93,6 +115,14 @@ class DecodeConfig:
             raise ValueError(
                 f"ffmpeg_threads must be >= 0 (0 = let ffmpeg choose), got {self.ffmpeg_threads}"
             )
+        if self.decode_mode not in DECODE_MODES:
+            raise ValueError(f"decode_mode must be one of {DECODE_MODES}, got {self.decode_mode!r}")
+        if not 0 <= self.max_frame_lag_s < 1 / self.fps:
+            raise ValueError(
+                f"max_frame_lag_s must be in [0, 1/fps) = [0, {1 / self.fps:g}), got {self.max_frame_lag_s}"
+            )
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {self.decoder!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,6 +137,7 @@ class VideoInfo:
     has_audio: bool
     container_duration_s: float  # nan when not declared
     stream_index: int = 0  # absolute index of the video stream in the container
+    reorders_frames: bool = False  # decode order != display order (B-frames): what the fast path can skip
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +149,8 @@ class DecodedVideo:
     height: int
     duration_s: float  # decoded duration: what the frames cover (use for clipping captions)
     decode_seconds: float  # wall time spent on probe + decode
+    decode_path: str = "exact"  # "fast" (B-frames skipped), "exact", or "exact_fallback" (fast would lag)
+    max_frame_lag_s: float = 0.0  # largest gap between a sample's slot time and its source frame's time
 
     @property
     def num_frames(self) -> int:
@@ -185,6 +218,7 @@ def _video_info_from_probe(probe: dict[str, Any]) -> VideoInfo:
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
         container_duration_s=container_duration,
         stream_index=int(video["index"]),
+        reorders_frames=int(video.get("has_b_frames", 0) or 0) > 0,
     )
 
 
@@ -234,36 +268,140 @@ def decode_frames_at_1fps(path: str | os.PathLike, config: DecodeConfig = Decode
     """Probe and decode `path` to one JPEG per 1/config.fps seconds; raises VideoDecodeError."""
     started = time.monotonic()
     path_str = os.fspath(path)
+    if config.decoder == "nvdec":
+        require_nvdec()
     info = probe_video(path_str, timeout_s=config.timeout_s)
     if info.duration_s < config.min_duration_s:
         raise VideoDecodeError("too_short", f"duration {info.duration_s:.3f} s < {config.min_duration_s} s")
-    remaining_s = config.timeout_s - (time.monotonic() - started)
-    result = _run_with_timeout(
-        _ffmpeg_decode_args(path_str, info.stream_index, config), timeout_s=remaining_s, program="ffmpeg"
-    )
+    deadline = started + config.timeout_s
+    decode_path = _choose_decode_path(path_str, info, config, deadline)
+    if decode_path == "fast":
+        try:
+            frames = _run_ffmpeg_decode(path_str, info, config, skip_bframes=True, deadline=deadline)
+        except VideoDecodeError as error:
+            if error.reason == "timeout":
+                raise
+            frames = None  # let the exact decode decide what is wrong with the file
+        if frames is not None and frames.max_lag_s <= config.max_frame_lag_s:
+            return _decoded_video(info, config, frames, started, "fast")
+        decode_path = "exact_fallback"
+    frames = _run_ffmpeg_decode(path_str, info, config, skip_bframes=False, deadline=deadline)
+    return _decoded_video(info, config, frames, started, decode_path)
+
+
+def _choose_decode_path(path: str, info: VideoInfo, config: DecodeConfig, deadline: float) -> str:
+    """ "exact" when asked or when there are no B-frames to skip; "exact_fallback" when the packet
+    timestamps already show that skipping them would make a sample lag > max_frame_lag_s; else "fast"."""
+    if config.decode_mode == "exact" or not info.reorders_frames:
+        return "exact"
+    reference_times = predicted_reference_frame_times(path, info.stream_index, deadline=deadline)
+    if reference_times:
+        last_slot = int(reference_times[-1] * config.fps)
+        slots = [n / config.fps for n in range(last_slot + 1)]
+        if largest_sample_lag(slots, reference_times) > config.max_frame_lag_s:
+            return "exact_fallback"
+    return "fast"
+
+
+def predicted_reference_frame_times(path: str, stream_index: int, *, deadline: float) -> list[float]:
+    """Display times (s, from the file's start) of the frames `-skip_frame bidir` still decodes, predicted
+    from the packets alone (a demux pass, ~1% of a decode): in decode order a B-frame is displayed before a
+    frame decoded earlier, so the others are the packets whose time exceeds every earlier one.
+    [] when a packet has no timestamp (the decode's own check then decides)."""
+    args = [
+        "ffprobe", "-hide_banner", "-v", "error", "-select_streams", str(stream_index), "-show_entries",
+        "packet=pts_time:format=start_time", "-print_format", "json", _ffmpeg_file_url(path),
+    ]  # fmt: skip
+    result = _run_with_timeout(args, timeout_s=deadline - time.monotonic(), program="ffprobe")
+    if result.returncode != 0:
+        return []
+    probe = json.loads(result.stdout.decode("utf-8", errors="replace"))
+    times = [_parse_seconds(packet.get("pts_time")) for packet in probe.get("packets", [])]
+    start = _parse_seconds(probe.get("format", {}).get("start_time"))
+    if not times or not all(math.isfinite(t) for t in times):
+        return []
+    start = start if math.isfinite(start) else min(times)  # ffmpeg shifts the timeline by the start time
+    references, latest = [], -math.inf
+    for time_s in times:
+        if time_s > latest:
+            references.append(time_s - start)
+            latest = time_s
+    return references
+
+
+@dataclass(frozen=True, kw_only=True)
+class _FfmpegFrames:
+    jpegs: list[bytes]
+    timestamps_s: list[float]
+    max_lag_s: float  # 0.0 for an exact decode
+
+
+def _run_ffmpeg_decode(
+    path: str, info: VideoInfo, config: DecodeConfig, *, skip_bframes: bool, deadline: float
+) -> _FfmpegFrames:
+    args = _ffmpeg_decode_args(path, info.stream_index, config, skip_bframes=skip_bframes)
+    result = _run_with_timeout(args, timeout_s=deadline - time.monotonic(), program="ffmpeg")
     stderr = result.stderr.decode("utf-8", errors="replace")
     jpegs = split_concatenated_jpegs(result.stdout)
     _raise_for_failed_decode(info, config, result.returncode, stderr, num_frames=len(jpegs))
-    timestamps = _showinfo_timestamps(stderr)
+    timestamps = _showinfo_timestamps(stderr, _SAMPLED)
     if len(timestamps) != len(jpegs):
         raise VideoDecodeError(
             "decode_error",
             f"{len(jpegs)} JPEGs in the pipe but {len(timestamps)} frames left the filter graph",
         )
-    width, height = jpeg_size(jpegs[0])
+    lag = largest_sample_lag(timestamps, _showinfo_timestamps(stderr, _DECODED)) if skip_bframes else 0.0
+    return _FfmpegFrames(jpegs=jpegs, timestamps_s=timestamps, max_lag_s=lag)
+
+
+def _decoded_video(
+    info: VideoInfo, config: DecodeConfig, frames: _FfmpegFrames, started: float, decode_path: str
+) -> DecodedVideo:
+    width, height = jpeg_size(frames.jpegs[0])
     return DecodedVideo(
         info=info,
-        jpegs=jpegs,
-        timestamps_s=timestamps,
+        jpegs=frames.jpegs,
+        timestamps_s=frames.timestamps_s,
         width=width,
         height=height,
-        duration_s=_decoded_duration(info, len(jpegs), config.fps),
+        duration_s=_decoded_duration(info, len(frames.jpegs), config.fps),
         decode_seconds=time.monotonic() - started,
+        decode_path=decode_path,
+        max_frame_lag_s=frames.max_lag_s,
     )
 
 
-def _ffmpeg_decode_args(path: str, stream_index: int, config: DecodeConfig) -> list[str]:
-    video = ffmpeg.input(_ffmpeg_file_url(path), threads=config.ffmpeg_threads)[str(stream_index)]
+def largest_sample_lag(sample_times_s: list[float], decoded_times_s: list[float]) -> float:
+    """Seconds: max over samples of (slot time - time of the latest decoded frame at or before it).
+
+    The fps filter (round=up) fills slot t with the latest frame whose time is <= t, so with frames skipped
+    that frame may be older than the exact one by up to this lag. Slots before the first decoded frame are
+    padding with the first frame, as in an exact decode, and do not count.
+    """
+    decoded = sorted(decoded_times_s)
+    largest = 0.0
+    for slot in sample_times_s:
+        index = bisect.bisect_right(decoded, slot + _TIME_EPSILON_S)
+        if index:
+            largest = max(largest, slot - decoded[index - 1])
+    return largest
+
+
+_TIME_EPSILON_S = 1e-6  # showinfo prints times rounded to microseconds
+_SAMPLED, _DECODED = "sampled", "decoded"  # showinfo instance names: after fps, and before it (fast mode)
+
+
+def _ffmpeg_decode_args(
+    path: str, stream_index: int, config: DecodeConfig, *, skip_bframes: bool
+) -> list[str]:
+    input_options: dict[str, object] = {"threads": config.ffmpeg_threads}
+    if skip_bframes:
+        input_options["skip_frame"] = "bidir"  # B-frames and other non-reference frames are not decoded
+    if config.decoder == "nvdec":
+        input_options["hwaccel"] = "cuda"  # decoded frames are copied back to system memory
+    video = ffmpeg.input(_ffmpeg_file_url(path), **input_options)[str(stream_index)]
+    if skip_bframes:  # every decoded frame's time, to bound how far a sample lags (no checksums: cheap)
+        video = video.filter(f"showinfo@{_DECODED}", checksum=0)
     # See the module docstring for why round=up and start_time=0.
     video = video.filter("fps", fps=_rate_expression(config.fps), round="up", start_time=0)
     if config.short_side:
@@ -274,7 +412,7 @@ def _ffmpeg_decode_args(path: str, stream_index: int, config: DecodeConfig) -> l
             h=f"if({landscape_or_square},{config.short_side},-2)",
         )
         video = video.filter("setsar", "1")  # the even rounding leaves a ~1.0005 SAR; the pixels are square
-    output = video.filter("showinfo").output(
+    output = video.filter(f"showinfo@{_SAMPLED}").output(
         "pipe:",
         format="image2pipe",
         vcodec="mjpeg",
@@ -285,6 +423,34 @@ def _ffmpeg_decode_args(path: str, stream_index: int, config: DecodeConfig) -> l
     global_args = ["-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
     global_args += ["-filter_threads", str(max(config.ffmpeg_threads, 1))]
     return ["ffmpeg", *global_args, *output.get_args()]
+
+
+def naive_ffmpeg_command(
+    path: str | os.PathLike, frames_dir: str | os.PathLike, *, fps: float = 1.0
+) -> list[str]:
+    """The common baseline (CLIP4Clip's preprocessing, video2dataset): every frame decoded, frame threads,
+    one JPEG file per sample. For benchmarks only; it samples with fps's default rounding (nearest)."""
+    pattern = os.path.join(os.fspath(frames_dir), "%05d.jpg")
+    return [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-i", _ffmpeg_file_url(os.fspath(path)),
+        "-vf", f"fps={_rate_expression(fps)}", "-q:v", "3", pattern,
+    ]  # fmt: skip
+
+
+@functools.cache
+def require_nvdec() -> None:
+    """Raise RuntimeError unless ffmpeg has the CUDA hwaccel and this machine has an NVIDIA GPU."""
+    if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia/version")):
+        raise RuntimeError(
+            'decoder="nvdec" needs an NVIDIA GPU and its driver on this machine (no /dev/nvidiactl); '
+            'use decoder="cpu" here'
+        )
+    hwaccels = _run_with_timeout(["ffmpeg", "-hide_banner", "-hwaccels"], timeout_s=30, program="ffmpeg")
+    if b"cuda" not in hwaccels.stdout.split():
+        raise RuntimeError(
+            'decoder="nvdec" needs an ffmpeg built with CUDA hwaccel (`ffmpeg -hwaccels` lists no "cuda")'
+        )
 
 
 def _rate_expression(fps: float) -> str:
@@ -336,13 +502,14 @@ def _decoded_duration(info: VideoInfo, num_frames: int, fps: float) -> float:
 
 
 _SHOWINFO_PTS_TIME = re.compile(
-    r"Parsed_showinfo_\d+.*?\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:\s*(-?[0-9.eE+-]+)"
+    r"\[showinfo@(\w+) @ .*?\bn:\s*\d+\s+pts:\s*-?\d+\s+pts_time:\s*(-?[0-9.eE+-]+)"
 )
 _LOG_LEVEL_PREFIX = re.compile(r"\[(fatal|error|panic)\]")
 
 
-def _showinfo_timestamps(stderr: str) -> list[float]:
-    return [float(match[1]) for match in _SHOWINFO_PTS_TIME.finditer(stderr)]
+def _showinfo_timestamps(stderr: str, instance: str) -> list[float]:
+    """pts_time (s) of every frame the showinfo filter named `instance` logged, in log order."""
+    return [float(match[2]) for match in _SHOWINFO_PTS_TIME.finditer(stderr) if match[1] == instance]
 
 
 def _ffmpeg_error_lines(stderr: str) -> list[str]:
@@ -468,6 +635,8 @@ def jpeg_size(jpeg: bytes) -> tuple[int, int]:
 
 
 __all__ = [
+    "DECODERS",
+    "DECODE_MODES",
     "FAILURE_REASONS",
     "TRUNCATION_COVERAGE",
     "DecodeConfig",
@@ -477,6 +646,10 @@ __all__ = [
     "decode_frames_at_1fps",
     "fps_mode_output_kwargs",
     "jpeg_size",
+    "largest_sample_lag",
+    "naive_ffmpeg_command",
+    "predicted_reference_frame_times",
     "probe_video",
+    "require_nvdec",
     "split_concatenated_jpegs",
 ]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import ray
 
 from infra.local_ray import LocalRayConfig, LocalRayHead
+
+# Drivers in these tests (ray.init, subprocess jobs, cluster_utils) talk to loopback clusters
+# started without token auth, whatever ~/.ray holds on the machine.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(scope="session")

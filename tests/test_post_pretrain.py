@@ -96,7 +96,7 @@ def test_killed_worker_resumes_from_last_committed_checkpoint(shards, ray_driver
     try:
         _wait_until(lambda: store.committed(), timeout_s=300)
         committed_before_kill = max(ref.step for ref in store.committed())
-        victim = _train_worker_pids()[-1]
+        victim = _train_worker_pids(ray_driver.address)[-1]
         os.kill(victim, signal.SIGKILL)
     finally:
         run.join(timeout=600)  # never leave training running into the fixture's ray.shutdown()
@@ -177,8 +177,9 @@ def _capture(outcome: dict, run, config, storage_path: str) -> None:
         outcome["error"] = error
 
 
-def _train_worker_pids() -> list[int]:
-    actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+def _train_worker_pids(address: str) -> list[int]:
+    # by address: with none, the state API may pick another cluster running on the machine
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
     pids = sorted(a.pid for a in actors if "TrainWorker" in (a.class_name or ""))
     assert pids, [a.class_name for a in actors]
     return pids

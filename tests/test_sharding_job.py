@@ -115,3 +115,20 @@ def _count(values) -> dict[str, int]:
     from collections import Counter
 
     return dict(Counter(values))
+
+
+def test_nvdec_without_a_gpu_share_is_refused_before_planning(sample_collection, tmp_path, capsys):
+    from jobs.shard_howto100m import main
+
+    code = main([*job_args(sample_collection, str(tmp_path / "out")), "--decoder", "nvdec"])
+    assert code == 2 and "--gpus-per-task" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_in_process_sharding_gives_the_same_complete_output(sample_collection, tmp_path):
+    from pipelines.sharding.in_process import shard_in_process
+
+    reports = shard_in_process(sharding_config(sample_collection, str(tmp_path / "out")))
+    assert sum(r.ok for r in reports) == len(sample_collection.good_ids)
+    assert_complete_output(tmp_path / "out", sample_collection)
+    assert shard_in_process(sharding_config(sample_collection, str(tmp_path / "out"))) == []  # all committed

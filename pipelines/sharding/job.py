@@ -32,6 +32,7 @@ class RayConfig:
     )
     max_in_flight: int = 0  # shard tasks submitted at once; 0 = 2 x the cluster's CPUs
     task_retries: int = 3  # Ray retries of a shard task whose worker or node died
+    gpus_per_task: float = 0.0  # with --decoder nvdec: the share of a GPU each shard task needs (e.g. 0.125)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +52,7 @@ class ShardingIncompleteError(RuntimeError):
 
 
 def run_sharding_job(config: ShardingConfig) -> ShardingSummary:
+    _task_resources(config)  # a bad resource request stops here, before any planning
     storage = open_storage(config.out)  # fails fast, with what to fix, if the store is unreachable
     plan, created = load_or_create_plan(
         storage, config.source, config.selection, config.decoding, config.layout
@@ -75,12 +77,20 @@ def run_sharding_job(config: ShardingConfig) -> ShardingSummary:
     return summary
 
 
+def _task_resources(config: ShardingConfig) -> dict:
+    # ffmpeg runs one thread per video: one video per core is the fastest CPU layout. NVDEC tasks
+    # also hold a share of a GPU, so Ray only places them on GPU nodes and never oversubscribes one.
+    if config.decoding.decoder == "nvdec" and config.ray.gpus_per_task <= 0:
+        raise ValueError("--decoder nvdec needs --gpus-per-task > 0 (e.g. 0.125: eight shard tasks per GPU)")
+    return {"num_cpus": 1, "num_gpus": config.ray.gpus_per_task}
+
+
 def _run_shard_tasks(
     plan: Plan, pending: list[int], config: ShardingConfig, storage: Storage
 ) -> tuple[list[ShardReport], dict[int, str]]:
     _connect(config.ray.ray_address)
     remote = ray.remote(_process_shard_remote).options(
-        num_cpus=1,  # ffmpeg runs one thread per video: one video per core is the fastest layout
+        **_task_resources(config),
         max_retries=config.ray.task_retries,
         retry_exceptions=False,  # only system failures (a dead worker or node) are retried by Ray
         runtime_env=failpoint_runtime_env(),
@@ -94,7 +104,7 @@ def _run_shard_tasks(
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 shard = queue.pop(0)
-                in_flight[remote.remote(_task_for(plan, shard, config), storage)] = shard
+                in_flight[remote.remote(shard_task_for(plan, shard, config), storage)] = shard
             finished, _ = ray.wait(list(in_flight), num_returns=1)
             shard = in_flight.pop(finished[0])
             try:
@@ -113,7 +123,7 @@ def _process_shard_remote(task: ShardTask, storage: Storage) -> ShardReport:
     return process_shard(task, storage)
 
 
-def _task_for(plan: Plan, shard: int, config: ShardingConfig) -> ShardTask:
+def shard_task_for(plan: Plan, shard: int, config: ShardingConfig) -> ShardTask:
     return ShardTask(
         shard=shard,
         shard_key=plan.shard_key(shard),

@@ -14,11 +14,11 @@ import logging
 import resource
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import torch
 from safetensors.torch import load_file
@@ -29,6 +29,7 @@ from model.clip4clip import CLIP4Clip
 from model.formats import WEIGHTS_FILE, save_model
 from pipelines.training.checkpoints import CheckpointRef, CheckpointStore
 from pipelines.training.curves import plot_loss_curve
+from pipelines.training.frames import decode_clips_on_device, normalise_video
 from pipelines.training.optim import OptimConfig, build_optimizer, warmup_cosine
 from pipelines.training.runtime import Runtime
 from pipelines.training.train_state import (
@@ -55,6 +56,7 @@ class LoopConfig:
     log_every: int = 10
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    compile: bool = False  # torch.compile the (wrapped) model: fused kernels on GPU; the first steps compile
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.grad_accum < 1 or self.log_every < 1:
@@ -112,7 +114,9 @@ def train(
         )
     session = _Session(model, objective, data, store, optim, loop, runtime, run_config, report)
     session.resume()
-    session.trained = wrap(model)
+    trained = wrap(model)
+    # compile after DDP wrapping: TorchDynamo then splits the graph at DDP's bucket boundaries
+    session.trained = cast(nn.Module, torch.compile(trained)) if loop.compile else trained
     return session.run()
 
 
@@ -127,7 +131,8 @@ class _Progress:
     micro_batches: int = 0
     last_log: dict = dataclasses.field(default_factory=dict)
     # the current logging window
-    window_loss: float = 0.0
+    window_loss: float | torch.Tensor = 0.0  # a device tensor while accumulating: no host sync per step
+    window_data_wait_s: float = 0.0  # host time blocked on the next batch (and its copy to the device)
     window_batches: int = 0
     window_samples: int = 0
     window_started: float = dataclasses.field(default_factory=time.monotonic)
@@ -176,8 +181,8 @@ class _Session:
     def run_epoch(self) -> None:
         progress = self.progress
         if progress.position.batches_in_epoch < self.data.batches_per_epoch:
-            for batch in self.data.loader(progress.position):
-                self.train_micro_batch(_to_device(batch, self.runtime.device))
+            for batch in self.timed_batches(self.data.loader(progress.position)):
+                self.train_micro_batch(batch)
                 if progress.micro_batches % self.loop.grad_accum == 0:
                     self.finish_step()
                     if progress.step >= self.loop.max_steps:
@@ -185,6 +190,18 @@ class _Session:
         progress.position = DataPosition(
             epoch=progress.position.epoch + 1, batches_in_epoch=0, samples_seen=progress.position.samples_seen
         )
+
+    def timed_batches(self, loader: Iterable[dict]) -> Iterator[dict]:
+        """The loader's batches on the device; the time spent waiting for each goes to the logging window."""
+        batches = iter(loader)
+        while True:
+            waiting_since = time.monotonic()
+            batch = next(batches, None)
+            if batch is None:
+                return
+            batch = _to_device(batch, self.runtime.device)
+            self.progress.window_data_wait_s += time.monotonic() - waiting_since
+            yield batch
 
     def train_micro_batch(self, batch: dict) -> None:
         progress, world = self.progress, self.runtime.world_size
@@ -199,7 +216,8 @@ class _Session:
             batches_in_epoch=progress.position.batches_in_epoch + 1,
             samples_seen=progress.position.samples_seen + samples,
         )
-        progress.window_loss += float(loss.detach())
+        # float64 on the device: the same sum as adding Python floats, without a host sync per micro-batch
+        progress.window_loss = progress.window_loss + loss.detach().to(torch.float64)
         progress.window_batches += 1
         progress.window_samples += samples
 
@@ -219,7 +237,7 @@ class _Session:
 
     def log_window(self) -> None:
         progress = self.progress
-        loss = self.runtime.mean(progress.window_loss / max(1, progress.window_batches))
+        loss = self.runtime.mean(float(progress.window_loss) / max(1, progress.window_batches))
         elapsed = max(time.monotonic() - progress.window_started, 1e-9)
         metrics = {
             "step": progress.step,
@@ -227,6 +245,8 @@ class _Session:
             "lr": max(group["lr"] for group in self.optimizer.param_groups),
             "samples_per_second": progress.window_samples / elapsed,
             "step_time_s": elapsed * self.loop.grad_accum / max(1, progress.window_batches),
+            # host time blocked on data (next batch + copy), as a share of the window's wall time
+            "data_wait_fraction": min(1.0, progress.window_data_wait_s / elapsed),
             "epoch": progress.position.epoch,
             "batches_in_epoch": progress.position.batches_in_epoch,
             "samples_seen": progress.position.samples_seen,
@@ -243,6 +263,7 @@ class _Session:
             )  # fmt: skip
         self.report(metrics)
         progress.window_loss, progress.window_batches, progress.window_samples = 0.0, 0, 0
+        progress.window_data_wait_s = 0.0
         progress.window_started = time.monotonic()
 
     def save_checkpoint(self, *, final: bool) -> CheckpointRef | None:
@@ -348,9 +369,22 @@ def _no_sync_unless(trained: nn.Module, sync_now: bool):
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
-    return {
+    """Tensors to `device` (non-blocking: overlaps with compute when the loader pins memory). uint8 video
+    (StreamConfig.video_dtype="uint8") is normalised there and JPEG video (decode_on="device") decoded there,
+    so the objective always sees float32 video (B, T, 3, S, S)."""
+    moved: dict[str, Any] = {
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()
     }
+    if "video_jpegs" in moved:  # StreamConfig.decode_on="device": nvJPEG on this device
+        mask = moved["video_mask"]
+        pixels = decode_clips_on_device(
+            moved.pop("video_jpegs"), moved.pop("video_crops"), size=moved.pop("video_size"),
+            frames=mask.shape[1], device=device,
+        )  # fmt: skip
+        moved["video"] = normalise_video(pixels, mask)
+    elif "video" in moved and moved["video"].dtype == torch.uint8:
+        moved["video"] = normalise_video(moved["video"], moved["video_mask"])
+    return moved
 
 
 def _batch_size(batch: dict) -> int:

@@ -11,18 +11,19 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.losses import MILNCELoss
-from pipelines.failpoints import failpoint_runtime_env
 from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.clips import ClipConfig
 from pipelines.training.loop import METRICS_FILE, LoopConfig, LoopResult, train
 from pipelines.training.optim import OptimConfig
-from pipelines.training.runtime import Runtime, ray_train_runtime
+from pipelines.training.ray_job import WorkersConfig, run_ray_training
+from pipelines.training.runtime import Runtime
 from pipelines.training.stream import ClipStream, StreamConfig
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,9 @@ class ClipDataConfig:
     clips_per_video: int = 8  # clips cut from each video read
     shuffle_buffer: int = 1000
     loader_workers: int = 2  # DataLoader processes per training worker
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorkersConfig:
-    num_workers: int = 2  # training workers (one per GPU with --use-gpu)
-    use_gpu: bool = False
-    cpus_per_worker: int = 1
-    max_failures: int = (
-        3  # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
-    )
+    # where JPEGs are decoded: "workers" (PIL in the loader processes) or "device" (nvJPEG on the GPU; for
+    # nodes with too few cores per GPU, see benchmarks/train_throughput.py)
+    decode_on: Literal["workers", "device"] = "workers"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +106,8 @@ def build_stream(config: PostPretrainConfig, model: CLIP4Clip, runtime: Runtime)
         seed=config.loop.seed,
         num_workers=config.data.loader_workers,
         pin_memory=runtime.device.type == "cuda",
+        video_dtype="uint8" if runtime.device.type == "cuda" else "float32",  # GPU: normalise on the device
+        decode_on=config.data.decode_on,
         clip=ClipConfig(
             max_frames=config.model.max_frames,
             candidates=config.data.candidates,
@@ -156,20 +152,6 @@ def post_pretrain_worker(
     )
 
 
-def _ray_train_loop(loop_config: dict) -> None:
-    import ray.train
-    import ray.train.torch
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config: PostPretrainConfig = loop_config["config"]
-    post_pretrain_worker(
-        config,
-        ray_train_runtime(),
-        report=ray.train.report,
-        wrap=lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
-    )
-
-
 @dataclass(frozen=True, kw_only=True)
 class PostPretrainResult:
     checkpoint: str  # URL of the run's last committed checkpoint
@@ -179,32 +161,16 @@ class PostPretrainResult:
 
 def run_post_pretraining(config: PostPretrainConfig, *, storage_path: str | None = None):
     """Runs the Ray Train job on the current Ray cluster (ray.init() first, or inside `ray job submit`)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     CheckpointStore(
         config.checkpoints, config.run_name
     )  # fails fast on an unreachable store, before any worker starts
-    trainer = TorchTrainer(
-        _ray_train_loop,
-        train_loop_config={"config": config},
-        torch_config=TorchConfig(backend="nccl" if config.workers.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=config.workers.num_workers,
-            use_gpu=config.workers.use_gpu,
-            resources_per_worker={
-                "CPU": config.workers.cpus_per_worker,
-                **({"GPU": 1} if config.workers.use_gpu else {}),
-            },
-        ),
-        run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # mypy sees Ray Train v1's RunConfig
-            name=config.run_name,
-            storage_path=storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=config.workers.max_failures),
-            worker_runtime_env=failpoint_runtime_env(),
-        ),
-    )
-    trainer.fit()  # raises ray.train.TrainingFailedError once max_failures restarts are spent
+    run_ray_training(
+        post_pretrain_worker,
+        config,
+        workers=config.workers,
+        run_name=config.run_name,
+        storage_path=storage_path,
+    )  # raises ray.train.TrainingFailedError once max_failures restarts are spent
     return read_run_result(config)
 
 

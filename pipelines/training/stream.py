@@ -6,7 +6,9 @@ Stages, each a generator over the previous one (one worker's view):
     -> videos (members grouped by key; only ok manifest videos)  ->  clips (clips.py: frame and caption
     indices, JPEG bytes of the sampled frames only)  ->  this slot's quota of clips  ->  shuffle buffer
     ->  batches of clip records  ->  skip the batches a resume has already served (never decoded)
-    ->  decode + crop + normalise (frames.py) and tokenise, only now.
+    ->  decode + crop + normalise (frames.py) and tokenise, only now (StreamConfig.video_dtype="uint8": the
+    training loop normalises on its device; decode_on="device": the workers only pick crops and the loop
+    decodes the JPEGs on the GPU with nvJPEG).
 
 Splitting. The manifest alone decides everything (so every rank agrees without communicating):
 - Usable shards: a shard is opened only if it has an ok video with at least one clip (clips.clip_count
@@ -41,7 +43,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -52,7 +54,7 @@ from webdataset.tariterators import group_by_keys, tar_file_expander
 from pipelines.sharding.manifest import MANIFEST_PREFIX, STATUS_OK, read_manifest
 from pipelines.storage import Storage, open_storage
 from pipelines.training.clips import ClipConfig, clip_count, parse_sample_json, sample_clips
-from pipelines.training.frames import FrameConfig, decode_clip_uint8, normalise
+from pipelines.training.frames import FrameConfig, clip_crop_box, decode_clip_uint8, normalise_video
 from pipelines.training.train_state import DataPosition
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,14 @@ class StreamConfig:
     clip: ClipConfig = field(default_factory=ClipConfig)
     crop_scale: tuple[float, float] = (0.9, 1.0)  # RandomResizedCrop's area range (open_clip's default)
     pin_memory: bool = False  # DataLoader pin_memory (faster host-to-GPU copies)
+    # "float32": batches carry normalised float32 video (B, T, 3, S, S). "uint8": raw pixels (B, T, S, S, 3),
+    # 4x fewer bytes through worker IPC, pinned memory and the host-to-GPU copy; the training loop normalises
+    # them on its device (frames.normalise_video), to the same values.
+    video_dtype: Literal["float32", "uint8"] = "float32"
+    # "workers": JPEGs are decoded (PIL, libjpeg DCT scaling) in the DataLoader workers. "device": workers only
+    # choose crops; batches carry the JPEG bytes ("video_jpegs", "video_crops") and the training loop decodes
+    # them on the GPU with nvJPEG (frames.decode_clips_on_device): for nodes with too few cores per GPU.
+    decode_on: Literal["workers", "device"] = "workers"
     prefetch_factor: int = 2  # batches each worker prepares ahead (with num_workers > 0)
 
     def __post_init__(self) -> None:
@@ -88,6 +98,12 @@ class StreamConfig:
                 raise ValueError(f"StreamConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.prefetch_factor < 1:
             raise ValueError(f"StreamConfig.prefetch_factor must be >= 1, got {self.prefetch_factor}")
+        if self.decode_on not in ("workers", "device"):
+            raise ValueError(f"StreamConfig.decode_on must be 'workers' or 'device', got {self.decode_on!r}")
+        if self.video_dtype not in ("float32", "uint8"):
+            raise ValueError(
+                f"StreamConfig.video_dtype must be 'float32' or 'uint8', got {self.video_dtype!r}"
+            )
 
     @property
     def frames(self) -> FrameConfig:
@@ -256,14 +272,46 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def assemble_batch(
-    clips: Sequence[ClipRecord], *, frames: FrameConfig, clip: ClipConfig, tokenize: Tokenize, max_words: int
+    clips: Sequence[ClipRecord],
+    *,
+    frames: FrameConfig,
+    clip: ClipConfig,
+    tokenize: Tokenize,
+    max_words: int,
+    video_dtype: str = "float32",
+    decode_on: str = "workers",
 ) -> dict:
-    """Decode, crop, normalise and tokenise a batch of clip records (the only place JPEGs are decoded)."""
-    video, video_mask = _batch_video(clips, frames, clip.max_frames)
+    """Decode, crop, (normalise) and tokenise a batch of clip records (the only place JPEGs are decoded)."""
     text, text_mask = _batch_text(clips, tokenize, clip.candidates, max_words)
+    if decode_on == "device":
+        return {**_jpeg_video(clips, frames, clip.max_frames), **_batch_ids(clips, text, text_mask)}
+    pixels, video_mask = _batch_pixels(clips, frames, clip.max_frames)
+    video = normalise_video(pixels, video_mask) if video_dtype == "float32" else pixels
     return {
-        "video": video,  # float32 (B, T, 3, S, S), zeros at padded frames
+        "video": video,  # float32 (B, T, 3, S, S), zeros at padded frames; uint8: (B, T, S, S, 3) pixels
         "video_mask": video_mask,  # bool (B, T)
+        **_batch_ids(clips, text, text_mask),
+    }
+
+
+def _jpeg_video(clips: Sequence[ClipRecord], frames: FrameConfig, max_frames: int) -> dict:
+    """The video part of a batch left for the GPU to decode: JPEG bytes, each clip's crop, the frame mask."""
+    video_mask = torch.zeros(len(clips), max_frames, dtype=torch.bool)
+    for row, record in enumerate(clips):
+        video_mask[row, : len(record.jpegs)] = True
+    return {
+        "video_jpegs": [record.jpegs for record in clips],  # B tuples of 1..T JPEG bytes
+        "video_crops": [
+            clip_crop_box(record.jpegs[0], frames, np.random.default_rng(record.crop_entropy))
+            for record in clips
+        ],  # the crops the workers would have used: the same rng draws
+        "video_size": frames.image_size,  # S
+        "video_mask": video_mask,  # bool (B, T)
+    }
+
+
+def _batch_ids(clips: Sequence[ClipRecord], text: torch.Tensor, text_mask: torch.Tensor) -> dict:
+    return {
         "text": text,  # int64 (B, K, L), zeros for missing candidates
         "text_mask": text_mask,  # bool (B, K)
         "video_id": [c.video_id for c in clips],
@@ -271,9 +319,10 @@ def assemble_batch(
     }
 
 
-def _batch_video(
+def _batch_pixels(
     clips: Sequence[ClipRecord], frames: FrameConfig, max_frames: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, T, S, S, 3), zeros at padded frames, and the bool (B, T) mask of real frames."""
     size = frames.image_size
     pixels = np.zeros((len(clips), max_frames, size, size, 3), dtype=np.uint8)  # (B, T, S, S, 3)
     video_mask = torch.zeros(len(clips), max_frames, dtype=torch.bool)
@@ -283,8 +332,7 @@ def _batch_video(
             record.jpegs, frames, np.random.default_rng(record.crop_entropy)
         )
         video_mask[row, :count] = True
-    video = normalise(torch.from_numpy(pixels))  # (B, T, 3, S, S)
-    return video.masked_fill_(~video_mask[:, :, None, None, None], 0.0), video_mask
+    return torch.from_numpy(pixels), video_mask
 
 
 def _batch_text(
@@ -362,6 +410,8 @@ class _EpochDataset(IterableDataset):
                 clip=config.clip,
                 tokenize=self.tokenize,
                 max_words=config.max_words,
+                video_dtype=config.video_dtype,
+                decode_on=config.decode_on,
             )
 
 

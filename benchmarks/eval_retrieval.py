@@ -1,0 +1,91 @@
+"""Retrieval evaluation time per similarity head: N videos x N captions (default 1,000 x 1,000) with the debug
+model on CPU, through the evaluation's own code (encode_videos, encode_texts, similarity, retrieval_metrics).
+
+    .venv/bin/python benchmarks/eval_retrieval.py [--videos 1000] [--frames 12] [--threads N]
+
+Frames are random tensors already in memory: this measures the model side of evaluation (video + text
+encoding, the N x N scoring -- tightTransf's cross-encoder in blocks -- and ranking), not video decoding
+(the frame cache's cost, the same for every head). Ratios are to meanP measured in the same run. On a
+shared, loaded machine the wall times are noisy; CPU time is reported next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from model.clip4clip import CLIP4Clip
+from model.config import HEADS, CLIP4ClipConfig
+from model.metrics import retrieval_metrics
+from pipelines.finetuning.evaluate import EvalConfig, Features, encode_texts, encode_videos, similarity
+
+CAPTION_WORDS = ("red", "green", "blue", "a man", "a dog", "cooks", "runs", "then", "screen", "turns")
+
+
+def video_batches(count: int, frames: int, size: int, batch: int):
+    generator = torch.Generator().manual_seed(0)
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        yield {
+            "video": torch.randn(n, frames, 3, size, size, generator=generator),
+            "video_mask": torch.ones(n, frames, dtype=torch.bool),
+        }
+
+
+def captions(count: int) -> list[str]:
+    return [
+        " ".join(CAPTION_WORDS[(i * k) % len(CAPTION_WORDS)] for k in range(1, 6)) + f" {i}"
+        for i in range(count)
+    ]
+
+
+def time_head(head: str, args: argparse.Namespace) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = CLIP4Clip.from_config(
+        CLIP4ClipConfig(backbone="debug", pretrained="", head=head, max_frames=args.frames)  # type: ignore[arg-type]
+    )
+    config, cpu = EvalConfig(eval_batch_size=args.batch), torch.device("cpu")
+    wall, process = time.perf_counter(), time.process_time()
+    video, mask = encode_videos(
+        model, video_batches(args.videos, args.frames, model.image_size, args.batch), device=cpu
+    )
+    text = encode_texts(model, captions(args.videos), batch_size=args.batch, device=cpu)
+    encoded = time.perf_counter()
+    features = Features(text=text, video=video, mask=mask, text_to_video=torch.arange(args.videos))
+    metrics = retrieval_metrics(similarity(model, features, config, device=cpu), features.text_to_video)
+    assert len(metrics) == 10
+    return {
+        "encode_s": encoded - wall,
+        "score_rank_s": time.perf_counter() - encoded,
+        "total_s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - process,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--videos", type=int, default=1000, help="N videos, and N captions (one each)")
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
+    parser.add_argument("--heads", nargs="*", default=list(HEADS))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"{args.videos} videos x {args.videos} captions, debug model, {args.frames} frames, CPU, "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    time_head("meanP", argparse.Namespace(**{**vars(args), "videos": 16}))  # warm-up: first-call costs
+    results = {head: time_head(head, args) for head in args.heads}
+    baseline = results.get("meanP", next(iter(results.values())))["total_s"]
+    print(f"{'head':<12} {'encode s':>9} {'score+rank s':>13} {'total s':>9} {'cpu s':>8} {'x meanP':>8}")
+    for head, r in results.items():
+        print(f"{head:<12} {r['encode_s']:9.2f} {r['score_rank_s']:13.2f} {r['total_s']:9.2f} {r['cpu_s']:8.1f} "
+              f"{r['total_s'] / baseline:8.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

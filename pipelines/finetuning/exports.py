@@ -1,0 +1,55 @@
+"""Exports of a checkpoint for other tools: an open_clip state dict, the CLIP4Clip repository's
+`pytorch_model.bin`, or our safetensors + JSON config (model.formats does the key mapping)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from model.formats import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    save_clip4clip_checkpoint,
+    save_model,
+    save_open_clip_checkpoint,
+)
+from pipelines.finetuning.init_model import InitConfig, load_init_model
+
+FORMATS = ("open_clip", "clip4clip", "safetensors")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    """Export a committed checkpoint (or plain CLIP) to open_clip, CLIP4Clip or safetensors."""
+
+    init: InitConfig
+    format: Literal["open_clip", "clip4clip", "safetensors"] = "open_clip"
+    out: str = field(
+        default="export"
+    )  # file (open_clip, clip4clip) or folder (safetensors: model.safetensors + model_config.json)
+
+
+def export_checkpoint(config: ExportConfig) -> Path:
+    model = load_init_model(config.init).model
+    out = Path(config.out)
+    if config.format == "open_clip":
+        return save_open_clip_checkpoint(model, out)
+    if config.format == "clip4clip":
+        return save_clip4clip_checkpoint(model, out if out.suffix else out / "pytorch_model.bin")
+    if config.format == "safetensors":
+        return _save_safetensors(model, out)
+    raise ValueError(f"format {config.format!r} is not one of {FORMATS}")
+
+
+def _save_safetensors(model, out: Path) -> Path:
+    """<out>.safetensors (config in its metadata) + <out>.json next to it; or a folder if `out` has no suffix."""
+    if out.suffix != ".safetensors":
+        return save_model(model, out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as folder:
+        save_model(model, folder)
+        (Path(folder) / CONFIG_FILE).replace(out.with_suffix(".json"))
+        (Path(folder) / WEIGHTS_FILE).replace(out)
+    return out

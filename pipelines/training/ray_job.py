@@ -1,0 +1,81 @@
+"""The Ray Train (V2) scaffolding shared by post-pretraining and retrieval fine-tuning.
+
+A job hands in a worker function `(config, runtime, report, wrap) -> Any` and how many workers to run;
+this module starts the TorchTrainer (DDP: NCCL on GPUs, gloo on CPUs), gives each worker its Runtime,
+Ray Train's `report` and `prepare_model` as `wrap`, and restarts a failed worker group up to
+`max_failures` times (each restart resumes from the run's last committed checkpoint, which the worker
+function itself reads).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.failpoints import failpoint_runtime_env
+from pipelines.training.runtime import Runtime, ray_train_runtime
+
+# (job config, runtime, report(metrics), wrap(model) -> model) -> anything; runs once per training worker.
+WorkerFunction = Callable[[Any, Runtime, Callable[[dict], None], Callable[[Any], Any]], Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkersConfig:
+    num_workers: int = 2  # training workers (one per GPU with --use-gpu)
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    max_failures: int = (
+        3  # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
+    )
+
+
+def _ray_train_loop(loop_config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    worker: WorkerFunction = loop_config["worker"]
+    worker(
+        loop_config["config"],
+        ray_train_runtime(),
+        ray.train.report,
+        lambda model: ray.train.torch.prepare_model(model, move_to_device=False),
+    )
+
+
+def run_ray_training(
+    worker: WorkerFunction,
+    config: Any,
+    *,
+    workers: WorkersConfig,
+    run_name: str,
+    storage_path: str | None = None,
+) -> None:
+    """Runs `worker(config, ...)` on `workers.num_workers` Ray Train workers of the current Ray cluster
+    (ray.init() first, or inside `ray job submit`); raises ray.train.TrainingFailedError once
+    `max_failures` restarts are spent. `worker` must be a module-level function (it is pickled)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    trainer = TorchTrainer(
+        _ray_train_loop,
+        train_loop_config={"worker": worker, "config": config},
+        torch_config=TorchConfig(backend="nccl" if workers.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers.num_workers,
+            use_gpu=workers.use_gpu,
+            resources_per_worker={
+                "CPU": workers.cpus_per_worker,
+                **({"GPU": 1} if workers.use_gpu else {}),
+            },
+        ),
+        run_config=ray.train.RunConfig(  # type: ignore[call-arg]  # mypy sees Ray Train v1's RunConfig
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=workers.max_failures),
+            worker_runtime_env=failpoint_runtime_env(),
+        ),
+    )
+    trainer.fit()
