@@ -158,3 +158,25 @@ class MILNCELoss(_DistributedLoss):
                 "every clip needs at least one candidate caption (a True in its candidate_mask row)"
             )
         return candidate_mask
+
+
+def milnce_from_pair_scores(scores: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
+    """MIL-NCE from cross-encoder scores (B, K, B): scores[i, k, j] = s(caption k of clip i, clip j).
+
+    MILNCELoss's formula (positives: clip i's candidates; negatives: its row and column) for heads
+    that score pairs instead of embedding each side (tightTransf), over one process's batch: scoring
+    every pair of a global batch with a cross-encoder costs (B x world)^2 forward passes. Returns the
+    mean over the B clips.
+    """
+    clips = scores.shape[0]
+    own = torch.eye(clips, dtype=torch.bool, device=scores.device)  # (B, B): j == i
+    # (i, j, k): every caption against clip i -- its positives and its row negatives
+    row = scores.permute(2, 0, 1).masked_fill(~candidate_mask.unsqueeze(0), float("-inf"))
+    # (i, j, k): clip i's captions against the other clips j -- its column negatives
+    column_mask = ~own.unsqueeze(-1) & candidate_mask.unsqueeze(1)
+    column = scores.permute(0, 2, 1).masked_fill(~column_mask, float("-inf"))
+    positives = scores[torch.arange(clips), :, torch.arange(clips)].masked_fill(
+        ~candidate_mask, float("-inf")
+    )
+    log_denominator = torch.logsumexp(torch.cat([row.flatten(1), column.flatten(1)], dim=1), dim=1)
+    return (log_denominator - torch.logsumexp(positives, dim=1)).mean()

@@ -11,7 +11,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from model.losses import MILNCELoss, SymmetricCrossEntropyLoss, symmetric_cross_entropy
+from model.losses import (
+    MILNCELoss,
+    SymmetricCrossEntropyLoss,
+    milnce_from_pair_scores,
+    symmetric_cross_entropy,
+)
 
 # --- closed forms on hand-built similarities ------------------------------------------------------------------
 # With unit vectors e_k, <v_i, t_j> is whatever we place in a matrix: v_i = e_i and t_j = S[:, j] gives
@@ -81,6 +86,18 @@ def test_mil_nce_ignores_missing_candidates_content():
     loss = MILNCELoss()(video, text, torch.tensor(10.0), present)
     text[~present] = torch.randn_like(text[~present])
     torch.testing.assert_close(MILNCELoss()(video, text, torch.tensor(10.0), present), loss)
+
+
+def test_mil_nce_from_pair_scores_equals_mil_nce_on_dot_product_scores():
+    # A cross-encoder whose score is logit_scale * <v_j, t_ik> must give MILNCELoss exactly.
+    torch.manual_seed(3)
+    video = F.normalize(torch.randn(4, 8), dim=-1)
+    text = F.normalize(torch.randn(4, 3, 8), dim=-1)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    scale = torch.tensor(7.0)
+    scores = scale * torch.einsum("ikd,jd->ikj", text, video)  # (B, K, B)
+    expected = MILNCELoss()(video, text, scale, mask)
+    assert torch.allclose(milnce_from_pair_scores(scores, mask), expected, atol=1e-6)
 
 
 def test_losses_reject_bad_inputs():

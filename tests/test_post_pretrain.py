@@ -170,6 +170,22 @@ def test_changed_model_is_refused(shards, tmp_path):
         post_pretrain_worker(changed, single_process_runtime())
 
 
+def test_tight_objective_returns_this_ranks_share_of_the_loss():
+    # loop.Objective: a rank returns its share of the global mean; the loop multiplies by world size.
+    import torch
+
+    from model.losses import MILNCELoss, milnce_from_pair_scores
+    from pipelines.training.post_pretrain import milnce_objective
+
+    scores = torch.randn(3 * 2, 3)  # (clips x candidates, clips), as the tight head returns them
+    batch = {"video": None, "video_mask": None, "text": torch.zeros(3, 2, 4, dtype=torch.long),
+             "text_mask": torch.ones(3, 2, dtype=torch.bool)}  # fmt: skip
+    model = lambda video, mask, tokens: {"scores": scores}  # noqa: E731
+    local_mean = milnce_from_pair_scores(scores.reshape(3, 2, 3), batch["text_mask"])
+    assert torch.allclose(milnce_objective(MILNCELoss(rank=0, world_size=1))(model, batch), local_mean)
+    assert torch.allclose(milnce_objective(MILNCELoss(rank=1, world_size=2))(model, batch), local_mean / 2)
+
+
 def _capture(outcome: dict, run, config, storage_path: str) -> None:
     try:
         outcome["result"] = run(config, storage_path=storage_path)

@@ -17,7 +17,7 @@ import torch
 
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
-from model.losses import MILNCELoss
+from model.losses import MILNCELoss, milnce_from_pair_scores
 from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.clips import ClipConfig
 from pipelines.training.loop import METRICS_FILE, LoopConfig, LoopResult, train
@@ -63,36 +63,13 @@ def milnce_objective(loss: MILNCELoss):
         clips, candidates, words = batch["text"].shape
         out = model(batch["video"], batch["video_mask"], batch["text"].reshape(clips * candidates, words))
         if "scores" in out:  # tightTransf: a cross-encoder scores every (caption, clip) pair of this rank
-            return milnce_from_pair_scores(
-                out["scores"].reshape(clips, candidates, clips), batch["text_mask"].bool()
-            )
+            scores = out["scores"].reshape(clips, candidates, clips)
+            # local rows only, so this rank's share of the mean is 1 / world_size of it (see loop.Objective)
+            return milnce_from_pair_scores(scores, batch["text_mask"].bool()) / loss.world_size
         text = out["text"].reshape(clips, candidates, -1)
         return loss(out["video"], text, out["logit_scale"], batch["text_mask"].bool())
 
     return objective
-
-
-def milnce_from_pair_scores(scores: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
-    """MIL-NCE from cross-encoder scores (B, K, B): scores[i, k, j] = s(caption k of clip i, clip j).
-
-    Same formula as MILNCELoss (positives: clip i's candidates; negatives: its row and column), over
-    this rank's batch: scoring every pair of a global batch with a cross-encoder costs (B x world)^2
-    forward passes, so tightTransf's negatives stay local.
-    """
-    clips = scores.shape[0]
-    own = torch.eye(clips, dtype=torch.bool, device=scores.device)  # (B, B): j == i
-    row = scores.permute(2, 0, 1).masked_fill(
-        ~candidate_mask.unsqueeze(0), float("-inf")
-    )  # (i, j, k) all captions vs clip i
-    column_mask = ~own.unsqueeze(-1) & candidate_mask.unsqueeze(
-        1
-    )  # (i, j, k): clip i's captions vs other clips j
-    column = scores.permute(0, 2, 1).masked_fill(~column_mask, float("-inf"))
-    positives = scores[torch.arange(clips), :, torch.arange(clips)].masked_fill(
-        ~candidate_mask, float("-inf")
-    )
-    log_denominator = torch.logsumexp(torch.cat([row.flatten(1), column.flatten(1)], dim=1), dim=1)
-    return (log_denominator - torch.logsumexp(positives, dim=1)).mean()
 
 
 def build_stream(config: PostPretrainConfig, model: CLIP4Clip, runtime: Runtime) -> ClipStream:
@@ -161,9 +138,8 @@ class PostPretrainResult:
 
 def run_post_pretraining(config: PostPretrainConfig, *, storage_path: str | None = None):
     """Runs the Ray Train job on the current Ray cluster (ray.init() first, or inside `ray job submit`)."""
-    CheckpointStore(
-        config.checkpoints, config.run_name
-    )  # fails fast on an unreachable store, before any worker starts
+    # fails fast on an unreachable store, before any worker starts
+    CheckpointStore(config.checkpoints, config.run_name)
     run_ray_training(
         post_pretrain_worker,
         config,
