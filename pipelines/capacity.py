@@ -120,8 +120,7 @@ def plan_sharding(config: CapacityConfig, measured: dict) -> ShardingPlan:
         raise ValueError(f"{config.shard_results}: the job's video_seconds_per_cpu_second must be > 0")
     video_seconds = config.videos * config.mean_duration_s
     core_hours = video_seconds / rate / 3600
-    nodes = math.ceil(core_hours / config.sharding_hours / config.cores_per_cpu_node)
-    cores = nodes * config.cores_per_cpu_node
+    nodes, cores = _nodes_within(core_hours, config.sharding_hours, config.cores_per_cpu_node)
     return ShardingPlan(
         video_seconds=video_seconds,
         video_seconds_per_core_second=rate,
@@ -158,8 +157,7 @@ def plan_training(config: CapacityConfig, measured: dict | None) -> tuple[Traini
     clips_per_epoch = config.videos * config.clips_per_video
     clips = clips_per_epoch * config.epochs
     gpu_hours = clips / (rate * config.ddp_efficiency) / 3600
-    nodes = math.ceil(gpu_hours / config.training_hours / config.gpus_per_gpu_node)
-    gpus = nodes * config.gpus_per_gpu_node
+    nodes, gpus = _nodes_within(gpu_hours, config.training_hours, config.gpus_per_gpu_node)
     source = "ASSUMED (--assume-train-clips-per-second-per-gpu)" if assumed else _train_source(measured or {})
     plan = TrainingPlan(
         clips_per_epoch=clips_per_epoch,
@@ -227,3 +225,9 @@ def _training_lines(plan: CapacityPlan) -> list[str]:
         f"  cluster         {train.nodes} x {config.gpus_per_gpu_node}-GPU nodes = {train.gpus} GPUs "
         f"-> {train.wall_hours:.1f} h (target {config.training_hours:g} h)",
     ]
+
+
+def _nodes_within(work_hours: float, target_hours: float, units_per_node: int) -> tuple[int, int]:
+    """Whole nodes (and their cores or GPUs) that do `work_hours` of one core's / GPU's work within `target_hours`."""
+    nodes = math.ceil(work_hours / target_hours / units_per_node)
+    return nodes, nodes * units_per_node

@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from ray.util.state import list_actors, list_tasks
+from ray.util.state import list_tasks
 
 from pipelines.sharding.job import run_sharding_job
 from pipelines.training.checkpoints import CheckpointStore
-from pipelines.training.post_pretrain import run_post_pretraining
 from tests.sharding_checks import assert_complete_output
-from tests.test_post_pretrain import _wait_until, debug_config
+from tests.test_post_pretrain import _wait_until, capture_training, debug_config, train_worker_actors
 from tests.test_sharding_job import sharding_config
 
 pytestmark = pytest.mark.slow
@@ -73,13 +72,13 @@ def test_training_survives_a_worker_node_removed(cluster, cluster_shards, tmp_pa
     config = debug_config(cluster_shards, str(tmp_path / "ckpt"), "node-loss", max_steps=30, every_steps=6)
     store = CheckpointStore(config.checkpoints, config.run_name)
     outcome: dict = {}
-    run = threading.Thread(target=_train_into, args=(config, str(tmp_path / "ray"), outcome))
+    run = threading.Thread(target=capture_training, args=(outcome, config, str(tmp_path / "ray")))
     run.start()
     _wait_until(lambda: store.committed() or "error" in outcome, timeout_s=300)
     assert "error" not in outcome, outcome["error"]
     committed_before = max(ref.step for ref in store.committed())
     assert committed_before < config.loop.max_steps, "training ended before a node could be removed"
-    worker_nodes = _train_worker_node_ids(cluster.address)
+    worker_nodes = {actor.node_id for actor in train_worker_actors(cluster.address)}
     assert len(worker_nodes) == 2, worker_nodes  # one worker per 1-CPU node: DDP really spans nodes
     victim = next(node for node in cluster.worker_nodes if node.node_id in worker_nodes)
     cluster.remove_node(victim)  # its raylet, object store and the training worker on it die
@@ -91,19 +90,6 @@ def test_training_survives_a_worker_node_removed(cluster, cluster_shards, tmp_pa
     assert resumed["resumed_from_step"] >= committed_before and resumed["resumed_from_step"] % 6 == 0
     assert resumed["resumed_optimizer_steps"] == resumed["resumed_from_step"]
     assert victim.node_id not in _alive_node_ids()
-
-
-def _train_into(config, storage_path: str, outcome: dict) -> None:
-    try:
-        outcome["result"] = run_post_pretraining(config, storage_path=storage_path)
-    except BaseException as error:  # surfaced by the test thread
-        outcome["error"] = error
-
-
-def _train_worker_node_ids(address: str) -> set[str]:
-    # the state API of this cluster by address: with no address it may pick another cluster on the machine
-    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
-    return {a.node_id for a in actors if "TrainWorker" in (a.class_name or "")}
 
 
 def _alive_node_ids() -> set[str]:

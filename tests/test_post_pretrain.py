@@ -89,14 +89,12 @@ def test_killed_worker_resumes_from_last_committed_checkpoint(shards, ray_driver
     config = debug_config(shards, s3_url, "kill-worker", max_steps=40, every_steps=8)
     store = CheckpointStore(s3_url, "kill-worker")
     outcome: dict = {}
-    run = threading.Thread(
-        target=_capture, args=(outcome, run_post_pretraining, config, str(tmp_path / "ray"))
-    )
+    run = threading.Thread(target=capture_training, args=(outcome, config, str(tmp_path / "ray")))
     run.start()
     try:
         _wait_until(lambda: store.committed(), timeout_s=300)
         committed_before_kill = max(ref.step for ref in store.committed())
-        victim = _train_worker_pids(ray_driver.address)[-1]
+        victim = max(actor.pid for actor in train_worker_actors(ray_driver.address))
         os.kill(victim, signal.SIGKILL)
     finally:
         run.join(timeout=600)  # never leave training running into the fixture's ray.shutdown()
@@ -128,10 +126,11 @@ def test_job_killed_between_checkpoint_upload_and_commit_resumes_from_previous(
         "RAY_ADDRESS": ray_head.address,
         "PIPELINE_FAILPOINTS": "checkpoint_before_marker=600@2",
     }
+    command = [sys.executable, "jobs/post_pretrain.py", *args, "--max-steps", "15"]
     log = tmp_path / "job.log"
     with open(log, "wb") as sink:
         job = subprocess.Popen(
-            [sys.executable, "jobs/post_pretrain.py", *args, "--max-steps", "15"],
+            command,
             cwd=REPO,
             env=env,
             stdout=sink,
@@ -148,7 +147,7 @@ def test_job_killed_between_checkpoint_upload_and_commit_resumes_from_previous(
     time.sleep(2.0)
     env.pop("PIPELINE_FAILPOINTS")
     again = subprocess.run(
-        [sys.executable, "jobs/post_pretrain.py", *args, "--max-steps", "15"],
+        command,
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -186,19 +185,21 @@ def test_tight_objective_returns_this_ranks_share_of_the_loss():
     assert torch.allclose(milnce_objective(MILNCELoss(rank=1, world_size=2))(model, batch), local_mean / 2)
 
 
-def _capture(outcome: dict, run, config, storage_path: str) -> None:
+def capture_training(outcome: dict, config, storage_path: str) -> None:
+    """Thread target: run the Ray Train job, leaving its result (or its error) in `outcome`."""
     try:
-        outcome["result"] = run(config, storage_path=storage_path)
+        outcome["result"] = run_post_pretraining(config, storage_path=storage_path)
     except BaseException as error:  # reported by the test thread
         outcome["error"] = error
 
 
-def _train_worker_pids(address: str) -> list[int]:
-    # by address: with none, the state API may pick another cluster running on the machine
+def train_worker_actors(address: str) -> list:
+    """The live Ray Train workers of the cluster at `address` (with no address, the state API may pick
+    another cluster running on the machine)."""
     actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], detail=True)
-    pids = sorted(a.pid for a in actors if "TrainWorker" in (a.class_name or ""))
-    assert pids, [a.class_name for a in actors]
-    return pids
+    workers = [actor for actor in actors if "TrainWorker" in (actor.class_name or "")]
+    assert workers, [actor.class_name for actor in actors]
+    return workers
 
 
 def _wait_until(condition, *, timeout_s: float, what: Path | None = None):

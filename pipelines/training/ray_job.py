@@ -26,9 +26,8 @@ class WorkersConfig:
     num_workers: int = 2  # training workers (one per GPU with --use-gpu)
     use_gpu: bool = False
     cpus_per_worker: int = 1
-    max_failures: int = (
-        3  # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
-    )
+    # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
+    max_failures: int = 3
 
 
 def _ray_train_loop(loop_config: dict) -> None:
