@@ -99,8 +99,7 @@ def finetune_worker(
     config: FinetuneConfig, runtime: Runtime, report=lambda metrics: None, wrap=lambda m: m
 ) -> LoopResult:
     """One training worker's job (also runnable without Ray: single_process_runtime(), no wrap)."""
-    torch.manual_seed(config.seed)  # a new head is random-initialised identically on every rank
-    init = load_init_model(config.init)
+    init = seeded_init_model(config)
     split = read_split(config.data.dataset, config.data.data_root, "train", config.data.split)
     cache = FrameCache(config.frames)
     # Ranks decode disjoint shares first (ranks on one machine share the cache), then pick up the rest.
@@ -134,6 +133,13 @@ def finetune_worker(
     )
 
 
+def seeded_init_model(config: FinetuneConfig) -> InitModel:
+    """The --init model with any new head's random layers drawn under the run's seed: identical on every rank
+    and in the zero-shot evaluation, which therefore scores exactly the model fine-tuning starts from."""
+    torch.manual_seed(config.seed)
+    return load_init_model(config.init)
+
+
 def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int) -> dict:
     return {
         "run_name": config.resolved_run_name,
@@ -147,7 +153,7 @@ def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int) -> d
 
 def evaluate_init(config: FinetuneConfig) -> dict:
     """The zero-shot report of the --init model on the test split."""
-    init = load_init_model(config.init)
+    init = seeded_init_model(config)
     return _evaluate(config, init.model, init.identity, mode="zero-shot")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import resource
 import tempfile
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -112,12 +114,21 @@ def train(
         raise ValueError(
             "the data stream yields no batch per epoch: more clips or a smaller batch size are needed"
         )
+    seed_host_rngs(loop.seed)  # a resume then restores the saved state over it
     session = _Session(model, objective, data, store, optim, loop, runtime, run_config, report)
     session.resume()
     trained = wrap(model)
     # compile after DDP wrapping: TorchDynamo then splits the graph at DDP's bucket boundaries
     session.trained = cast(nn.Module, torch.compile(trained)) if loop.compile else trained
     return session.run()
+
+
+def seed_host_rngs(seed: int) -> None:
+    """Seed Python's and numpy's global RNGs. Nothing in training draws from them (the data stream has its
+    own seeded Generators), but the train state records them: unseeded, they came from OS entropy and made
+    the same run's train_state.pt differ byte for byte."""
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 @dataclass
