@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
-_CONFIG_METADATA_KEY = "clip4clip_config"
+MODEL_CONFIG_METADATA_KEY = "clip4clip_config"
+_CONFIG_METADATA_KEY = MODEL_CONFIG_METADATA_KEY
 
 # (our key prefix, CLIP4Clip key prefix); specific prefixes first, so "clip." matches last both ways.
 CLIP4CLIP_PREFIXES = (
