@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -156,7 +157,7 @@ def _run_ray(config: EmbedConfig, identity: dict, todo: list[Part]) -> list[tupl
     actor = ray.remote(EmbedWorker).options(
         num_cpus=config.cpus_per_worker, num_gpus=1 if config.use_gpu else 0, max_restarts=1
     )
-    actors = [actor.remote(config, identity) for _ in range(min(config.num_workers, len(todo)))]
+    actors: list[Any] = [actor.remote(config, identity) for _ in range(min(config.num_workers, len(todo)))]
     pool = ActorPool(actors)
     counts = list(pool.map_unordered(lambda worker, part: worker.embed.remote(part), todo))
     for worker in actors:
