@@ -56,7 +56,7 @@ import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -254,7 +254,7 @@ def served_by(generation: Generation, batches: int, *, shuffle_size: int) -> np.
     """Global indices of the clips `generation` served in its first `batches` batches per rank: the
     shuffle buffer's output order depends only on how many items pass through it, so it replays on indices."""
     _, readers, batch = generation.layout
-    served = []
+    served: list[int] = []
     for reader, chunk in enumerate(generation.chunks):
         count = slot_batch_count(batches, readers, reader % readers) * batch
         rng = np.random.default_rng(generation.shuffle_entropy[reader])
@@ -266,7 +266,7 @@ def served_by(generation: Generation, batches: int, *, shuffle_size: int) -> np.
 # Generator stages
 
 
-def read_shard_samples(storage: Storage, shard: ShardEntry) -> Iterator[dict]:
+def read_shard_samples(storage: Storage, shard: ShardEntry) -> Generator[dict, None, None]:
     """The ok videos of one tar, each a dict of its members (json, 000000.jpg, ...) streamed from storage."""
     stream = storage.open_read(shard.key)
     try:
