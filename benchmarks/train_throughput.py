@@ -473,7 +473,7 @@ def measure(bench: BenchmarkConfig, runtime: Runtime, root: Path) -> dict:
         "input_pipeline_clips_per_second": inputs[project_path],
         "details": {
             "machine": f"{os.cpu_count()}-core {platform.machine()} (shared, noisy)",
-            "loader_workers": stream.workers_per_rank,
+            "loader_workers": stream.readers_per_rank,
             "compile": config.loop.compile,
             "precision": "bf16 autocast" if device.type == "cuda" else "fp32",
             "flops_per_clip": flops_per_clip,

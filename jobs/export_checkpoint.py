@@ -1,7 +1,7 @@
 """Export a committed checkpoint for other tools.
 
-python jobs/export_checkpoint.py --init <checkpoint> --format open_clip --out model.pt
-    # open_clip.create_model_and_transforms('ViT-B-32', pretrained='model.pt', force_quick_gelu=True)
+python jobs/export_checkpoint.py --init <checkpoint> --format open_clip --out export-open_clip
+    # open_clip.create_model_and_transforms('local-dir:export-open_clip')
 python jobs/export_checkpoint.py --init <checkpoint> --format clip4clip --out ckpt/pytorch_model.bin
     # CLIP4Clip repository: --init_model ckpt/pytorch_model.bin (loose heads: --loose_type)
 python jobs/export_checkpoint.py --init <checkpoint> --format safetensors --out model.safetensors

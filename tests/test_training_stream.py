@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from pipelines.sharding.tar_writer import ShardTarWriter
 from pipelines.storage import Storage, open_storage
 from pipelines.training.clips import ClipConfig, clip_count
 from pipelines.training.frames import CLIP_MEAN, CLIP_STD
-from pipelines.training.stream import ClipStream, DataPosition, ShardEntry, StreamConfig, assign_shards
+from pipelines.training.stream import ClipStream, DataPosition, ShardEntry, StreamConfig, epoch_clip_order
 from pipelines.video import DecodeConfig
 
 MAX_WORDS = 16
@@ -200,29 +201,30 @@ def test_every_rank_gets_the_same_number_of_full_batches(uneven_root, tokenize, 
             assert all(len(b["video_id"]) == 4 for b in batches)
 
 
-def test_a_rank_with_a_tiny_shard_reads_it_again_to_keep_step_with_the_others(tmp_path, tokenize):
+def test_ranks_split_clips_not_shards_and_leave_out_only_the_tail(tmp_path, tokenize):
     root = tmp_path / "out"
-    # 1 clip vs 3 + 3 + 3 clips: 10 clips, batch 2, world 2 -> 2 batches (4 clips) per rank.
+    # 1 clip vs 3 + 3 + 3 clips: 10 clips, batch 2, world 2 -> 2 batches (4 clips) per rank, 2 clips left out.
     shards = [[Video("tiny", 4, 1)], [Video("big0", 12, 5), Video("big1", 12, 5), Video("big2", 12, 5)]]
     publish(open_storage(str(root)), tmp_path / "scratch", shards)
     streams = [ClipStream(config(str(root), batch_size=2), tokenize, rank=r, world_size=2) for r in (0, 1)]
-    seen = [[video_id for batch in epoch_batches(s) for video_id in batch["video_id"]] for s in streams]
-    assert all(s.batches_per_epoch == 2 for s in streams) and [len(ids) for ids in seen] == [4, 4]
-    assert ["tiny"] * 4 in seen  # its only clip, once per pass over its shard
+    served = [int(i) for s in streams for batch in epoch_batches(s) for i in batch["clip_index"]]
+    assert all(s.batches_per_epoch == 2 for s in streams)
+    assert len(served) == 8 == len(set(served)) and set(served) <= set(range(10))  # nothing twice
 
 
-def test_shard_assignment_is_balanced_complete_and_reshuffled_per_epoch():
+def test_the_epoch_sequence_is_every_clip_once_shard_by_shard_reshuffled_per_epoch():
     shards = [
         ShardEntry(key=f"s{i}", video_keys=frozenset(), clips=c)
         for i, c in enumerate([5, 9, 1, 7, 7, 3, 8, 2, 6, 4])
     ]
-    epochs = [assign_shards(shards, slots=4, seed=0, epoch=e) for e in range(3)]
-    for slots in epochs:
-        assert sorted(s.key for slot in slots for s in slot) == sorted(s.key for s in shards)  # each once
-        loads = [sum(s.clips for s in slot) for slot in slots]
-        assert all(slot for slot in slots) and max(loads) - min(loads) <= max(s.clips for s in shards)
-    assert epochs[0] == assign_shards(shards, slots=4, seed=0, epoch=0)
-    assert epochs[0] != epochs[1] or epochs[0] != epochs[2]
+    offsets = np.concatenate([[0], np.cumsum([s.clips for s in shards])[:-1]])
+    orders = [epoch_clip_order(shards, seed=0, epoch=e) for e in range(3)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(52))
+        shard_of = np.searchsorted(offsets, order, side="right") - 1
+        assert len(np.flatnonzero(np.diff(shard_of))) == len(shards) - 1  # each shard's clips together
+    assert (orders[0] == epoch_clip_order(shards, seed=0, epoch=0)).all()
+    assert (orders[0] != orders[1]).any() or (orders[0] != orders[2]).any()
 
 
 def test_batch_contents_follow_the_shard_contract(uneven_root, tokenize):
@@ -290,18 +292,18 @@ def test_resume_yields_the_rest_of_the_epoch_and_decodes_nothing_it_skips(uneven
 
 def test_two_workers_are_deterministic_and_resume_exactly(uneven_root, tokenize):
     clip_stream = ClipStream(config(uneven_root, num_workers=2), tokenize, rank=0, world_size=2)
-    assert clip_stream.workers_per_rank == 2
+    assert clip_stream.readers_per_rank == 2
     full = epoch_batches(clip_stream)
     assert len(full) == clip_stream.batches_per_epoch
     assert_same_batches(full, epoch_batches(clip_stream))
     assert_same_batches(full[:3] + epoch_batches(clip_stream, batch=3), full)  # odd start: rotated workers
 
 
-def test_workers_are_capped_by_the_shards_each_rank_can_have(uneven_root, tokenize):
-    # 5 usable shards for 2 ranks: at most 2 readers per rank.
-    clip_stream = ClipStream(config(uneven_root, num_workers=4), tokenize, rank=1, world_size=2)
-    assert clip_stream.workers_per_rank == 2
-    assert len(epoch_batches(clip_stream)) == clip_stream.batches_per_epoch
+def test_more_readers_than_shards_still_serve_each_clip_once(uneven_root, tokenize):
+    # 5 usable shards for 2 ranks x 4 readers: readers share shards, cut by clip.
+    streams = [ClipStream(config(uneven_root, num_workers=4), tokenize, rank=r, world_size=2) for r in (0, 1)]
+    served = [int(i) for s in streams for batch in epoch_batches(s) for i in batch["clip_index"]]
+    assert len(served) == len(set(served)) == 2 * 4 * streams[0].batches_per_epoch
 
 
 def test_all_failed_shard_is_never_opened(uneven_root, tokenize):
@@ -362,11 +364,9 @@ def test_nothing_to_train_on_is_a_clear_error(tmp_path, tokenize, shards, messag
         ClipStream(config(str(root)), tokenize, rank=0, world_size=1)
 
 
-def test_too_few_clips_or_shards_for_the_world_is_a_clear_error(uneven_root, tokenize):
+def test_too_few_clips_for_the_world_is_a_clear_error(uneven_root, tokenize):
     with pytest.raises(ValueError, match="fewer than one step"):
         ClipStream(config(uneven_root, batch_size=1000), tokenize, rank=0, world_size=1)
-    with pytest.raises(ValueError, match="5 usable shards for 6 ranks"):
-        ClipStream(config(uneven_root), tokenize, rank=0, world_size=6)
     with pytest.raises(ValueError, match="rank"):
         ClipStream(config(uneven_root), tokenize, rank=2, world_size=2)
 
@@ -393,7 +393,7 @@ def test_tars_that_disagree_with_the_manifest_fail_instead_of_looping(tmp_path, 
         manifest_part_bytes([manifest_row(Video("renamed", 10, 3), "shards/tiny-000000.tar")]),
     )
     clip_stream = ClipStream(config(str(root), batch_size=2), tokenize, rank=0, world_size=1)
-    with pytest.raises(ValueError, match="yielded no clips"):
+    with pytest.raises(ValueError, match="yielded 0 clips although the manifest promises"):
         list(clip_stream.loader(position()))
 
 
@@ -456,3 +456,81 @@ def test_end_to_end_from_real_videos_through_the_sharding_pipeline(tmp_path, tok
                     )
                     checked += 1
     assert checked > 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Resuming on another layout: world size, loader workers, per-rank batch size
+
+GLOBAL_BATCH = 6  # divisible by 1, 2 and 3 ranks
+
+
+def served_clips(batches: list[dict]) -> list[tuple]:
+    """Clip ids (video id, start, anchor caption tokens, global index) of every row of `batches`."""
+    return [
+        (
+            video_id,
+            float(batch["clip_start_s"][row]),
+            tuple(batch["text"][row, 0].tolist()),
+            int(batch["clip_index"][row]),
+        )
+        for batch in batches
+        for row, video_id in enumerate(batch["video_id"])
+    ]
+
+
+def serve(root: str, tokenize, position: DataPosition, world_size: int, workers: int, take: int | None):
+    """Every rank of a layout from `position` on, each stopping after `take` batches (None: the rest)."""
+    streams = [
+        ClipStream(
+            config(root, batch_size=GLOBAL_BATCH // world_size, num_workers=workers),
+            tokenize, rank=r, world_size=world_size,
+        )
+        for r in range(world_size)
+    ]  # fmt: skip
+    starts = [s.continue_from(position) for s in streams]
+    assert all(start == starts[0] for start in starts)  # every rank agrees without communicating
+    served, counts = [], set()
+    for clip_stream, start in zip(streams, starts, strict=True):
+        batches = list(itertools.islice(clip_stream.loader(start), take))
+        assert all(len(b["video_id"]) == GLOBAL_BATCH // world_size for b in batches)
+        served += served_clips(batches)
+        counts.add(len(batches))
+    assert len(counts) == 1  # equal batches per rank
+    return served, replace(starts[0], batches_in_epoch=starts[0].batches_in_epoch + counts.pop())
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_resume_on_other_world_sizes_serves_every_clip_of_the_epoch_exactly_once(
+    uneven_root, tokenize, trial
+):
+    rng = np.random.default_rng(trial)
+    epoch = int(rng.integers(3))
+    fresh = DataPosition(epoch=epoch, batches_in_epoch=0, samples_seen=0)
+    uninterrupted, _ = serve(uneven_root, tokenize, fresh, world_size=1, workers=0, take=None)
+    served, position = [], fresh
+    for world_size, last in ((2, False), (1, False), (3, True)):
+        workers = int(rng.choice([0, 2])) if trial % 2 else 0  # odd trials: 1 or 2 loader readers per rank
+        left = ClipStream(config(uneven_root, batch_size=GLOBAL_BATCH // world_size, num_workers=workers), tokenize,
+                          rank=0, world_size=world_size)  # fmt: skip
+        batches_left = left._generation(
+            epoch, left.continue_from(position).served_before, left.layout
+        ).batches
+        take = None if last else int(rng.integers(0, batches_left))  # "killed" after `take` batches
+        more, position = serve(uneven_root, tokenize, position, world_size, workers, take)
+        served += more
+    assert sorted(served) == sorted(uninterrupted)  # nothing twice, nothing lost
+    assert len(uninterrupted) == TOTAL_CLIPS // GLOBAL_BATCH * GLOBAL_BATCH
+
+
+def test_served_set_replays_what_the_readers_served(uneven_root, tokenize):
+    clip_stream = ClipStream(config(uneven_root, batch_size=2, num_workers=2), tokenize, rank=1, world_size=2)
+    other_rank = ClipStream(config(uneven_root, batch_size=2, num_workers=2), tokenize, rank=0, world_size=2)
+    start = clip_stream.continue_from(DataPosition(epoch=1, batches_in_epoch=0, samples_seen=0))
+    taken = [
+        int(i)
+        for s in (clip_stream, other_rank)
+        for b in itertools.islice(s.loader(start), 5)
+        for i in b["clip_index"]
+    ]
+    mask = clip_stream.served_mask(replace(start, batches_in_epoch=5))
+    assert sorted(np.flatnonzero(mask).tolist()) == sorted(taken)

@@ -20,8 +20,10 @@ from pipelines.training.train_state import (
     config_fingerprint,
     load_train_state,
     load_train_state_extra,
+    pack_served,
     restore_rng_state,
     save_train_state,
+    unpack_served,
 )
 
 WARMUP_STEPS = 4
@@ -68,7 +70,13 @@ def test_resume_replays_the_same_steps_bitwise(tmp_path: pathlib.Path) -> None:
     model, optimizer, scheduler = make_training(seed=0)
     train_steps(model, optimizer, scheduler, steps=3)  # mid-warm-up: the scheduler state matters
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    position = DataPosition(epoch=1, batches_in_epoch=3, samples_seen=96)
+    served = np.zeros(21, dtype=bool)
+    served[[0, 7, 8, 20]] = True  # world-size-free part: clips served before the layout (2, 1, 8) began
+    position = DataPosition(
+        epoch=1, batches_in_epoch=3, samples_seen=96, served_before=pack_served(served), layout=(2, 1, 8)
+    )
+    assert (unpack_served(position.served_before, 21) == served).all()
+    assert position.summary()["served_before_clips"] == 4
     save_train_state(
         tmp_path / "train_state.pt",
         step=3,

@@ -120,6 +120,9 @@ class RetrievalPairs:
             for b in range(self.batches_per_epoch)
         ]
 
+    def continue_from(self, position: DataPosition) -> DataPosition:
+        return position  # batches_in_epoch counts global batches: the same on any world size
+
     def loader(self, position: DataPosition) -> Iterator[dict]:
         batches = self.epoch_batches(position.epoch)[position.batches_in_epoch :]
         dataset = _VideoBatches(self.items, self.cache, self.clip, self.tokenizer, batches)

@@ -68,6 +68,10 @@ class LoopConfig:
 class BatchSource(Protocol):
     batches_per_epoch: int
 
+    # `position` (from a checkpoint, maybe of another world size) in this source's layout; loader(position) then
+    # yields the rest of its epoch, and the loop counts batches_in_epoch on the position it returned.
+    def continue_from(self, position: DataPosition) -> DataPosition: ...
+
     def loader(self, position: DataPosition) -> Iterable[dict]: ...
 
 
@@ -191,7 +195,8 @@ class _Session:
 
     def run_epoch(self) -> None:
         progress = self.progress
-        if progress.position.batches_in_epoch < self.data.batches_per_epoch:
+        progress.position = self.data.continue_from(progress.position)
+        if progress.position.batches_in_epoch < self.data.batches_per_epoch:  # else: the epoch is done
             for batch in self.timed_batches(self.data.loader(progress.position)):
                 self.train_micro_batch(batch)
                 if progress.micro_batches % self.loop.grad_accum == 0:
@@ -309,7 +314,7 @@ class _Session:
         metrics = {
             "step": progress.step,
             "loss_history": progress.history,
-            "data_position": dataclasses.asdict(progress.position),
+            "data_position": progress.position.summary(),
             "resumed": resumed_metrics(self.resumed),
             "last_log": progress.last_log,  # samples/s, step time, peak RSS of rank 0 at the last log
         }

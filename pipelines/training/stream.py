@@ -2,46 +2,61 @@
 
 Stages, each a generator over the previous one (one worker's view):
 
-    shards of this (rank, worker) slot  ->  tar members (streamed through pipelines/storage.py)
+    the shards of this reader's chunk  ->  tar members (streamed through pipelines/storage.py)
     -> videos (members grouped by key; only ok manifest videos)  ->  clips (clips.py: frame and caption
-    indices, JPEG bytes of the sampled frames only)  ->  this slot's quota of clips  ->  shuffle buffer
+    indices, JPEG bytes of the sampled frames only)  ->  the chunk's clips of each shard  ->  shuffle buffer
     ->  batches of clip records  ->  skip the batches a resume has already served (never decoded)
     ->  decode + crop + normalise (frames.py) and tokenise, only now (StreamConfig.video_dtype="uint8": the
     training loop normalises on its device; decode_on="device": the workers only pick crops and the loop
     decodes the JPEGs on the GPU with nvJPEG).
 
-Splitting. The manifest alone decides everything (so every rank agrees without communicating):
+The epoch's clip sequence (world-size-free). The manifest alone decides it, so every rank agrees without
+communicating, whatever the world size or loader workers:
 - Usable shards: a shard is opened only if it has an ok video with at least one clip (clips.clip_count
   of its manifest num_frames / num_captions); all-failed shards are never opened.
-- Slots: world_size x W readers, W = DataLoader workers per rank (num_workers, reduced if there are
-  fewer usable shards than readers). Each epoch, shards are taken in an order shuffled by (seed, epoch) and
-  each goes to the slot with the fewest clips so far (ties: lowest slot), so slots differ by at most about
-  one shard's clips and every slot has a shard. Slot `rank * W + w` is rank `rank`'s slot w.
-- Equal batches: batches_per_epoch = floor(total clips / (world_size * batch_size)), the same on every
-  rank. Batch b of a rank's epoch comes from slot b % W (the DataLoader's round-robin over its workers), so
-  slot w owns ceil((batches_per_epoch - w) / W) batches: a slot with more clips than that stops reading
-  once it has them (the rest of its last shard is dropped this epoch); a slot with fewer reads its shards
-  again (a new shard order and new clip anchors per pass). The greedy split keeps both to about one shard.
-  Every rank thus yields exactly batches_per_epoch batches however uneven its shards are.
-- Resume at batch b: DataLoader worker i serves slot (b + i) % W, so the loader's first batch is b; each slot
-  re-streams its tars through the same deterministic stages and drops its already-served batches as clip
-  records (their JPEGs are never decoded; their tar bytes are read again). Resuming needs the same manifest, seed, world_size, num_workers,
-  batch_size and clip config as the interrupted run.
+- Sequence: the usable shards in an order shuffled by (seed, epoch), each shard's clips in the order its tar
+  yields them (clip anchors seeded by (seed, epoch, video)). A clip's global index is its shard's offset plus
+  its ordinal in the shard; an epoch serves each clip at most once.
+
+Splitting (a generation: one layout = world size x readers per rank x clips per rank per batch):
+- The clips not yet served, in sequence order, make batches = floor(left / (world_size x batch_size))
+  batches per rank, the same on every rank (uneven ranks hang DDP); the tail that does not fill a global
+  batch is left out of the epoch (with the same global batch, the same tail an uninterrupted run leaves out).
+- Those clips are cut into consecutive chunks, rank-major then reader: reader w of a rank (W = DataLoader
+  workers, at least 1) serves batches b % W == w, so it gets slot_batch_count(batches, W, w) x batch_size
+  clips. A reader streams only the shards its chunk touches and stops a tar after its last clip there; a shard
+  cut between two readers is streamed by both (at most two partial shards per reader).
+- Each reader shuffles its chunk in a buffer of `shuffle_buffer` clips (seeded per reader and generation).
+
+Resuming on the same layout (batch b): DataLoader worker i serves reader (b + i) % W, so the loader's first
+batch is b; each reader re-streams its chunk and drops its already-served batches as clip records (their
+JPEGs are never decoded). The batches are exactly those of an uninterrupted run.
+
+Resuming on another layout (other world size, loader workers or per-rank batch size): the position records
+the clips served before its layout began (a bitmap over the epoch's global indices) and the batches served
+under it. A shuffle buffer's output order depends only on how many items pass through it, so replaying
+each old reader's shuffle on clip indices gives exactly which clips it served; those, plus the bitmap, are
+the served set, and a new generation of the new layout serves everything else: nothing twice, nothing lost.
+What is not kept exactly is order: the clips that sat in the old readers' shuffle buffers (at most
+shuffle_buffer per old reader) are served by the new generation in its own order, and their shards'
+regions are read again. With the same global batch the epoch's multiset of clips equals an uninterrupted
+run's; with another global batch the left-out tail is the remainder for the new one.
 
 Determinism: every random choice comes from its own numpy Generator seeded by (seed, epoch, purpose, ...):
-shard order, clip anchors (per video and pass), the shuffle buffer (per slot) and the crops (per clip), so
-the same seed, epoch and rank give the same batches with any DataLoader timing.
+shard order, clip anchors (per video), the shuffle buffer (per reader and generation) and the crops (per
+clip), so the same seed, epoch and layout give the same batches with any DataLoader timing.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import hashlib
-import heapq
 import itertools
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
@@ -55,7 +70,7 @@ from pipelines.sharding.manifest import MANIFEST_PREFIX, STATUS_OK, read_manifes
 from pipelines.storage import Storage, open_storage
 from pipelines.training.clips import ClipConfig, clip_count, parse_sample_json, sample_clips
 from pipelines.training.frames import FrameConfig, clip_crop_box, decode_clip_uint8, normalise_video
-from pipelines.training.train_state import DataPosition
+from pipelines.training.train_state import DataPosition, pack_served, unpack_served
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +78,7 @@ T = TypeVar("T")
 Tokenize = Callable[[list[str]], torch.Tensor]  # captions -> token ids (N, L), e.g. open_clip's tokenizer
 
 # Purpose codes: the second entropy word of each seeded Generator, so no two streams of randomness collide.
-_SHARD_ORDER, _PASS_ORDER, _CLIP_ANCHORS, _SHUFFLE_BUFFER, _CROP = range(5)
+_SHARD_ORDER, _CLIP_ANCHORS, _SHUFFLE_BUFFER, _CROP = 0, 2, 3, 4  # 1 was the per-slot pass order
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +143,7 @@ class ClipRecord:
     jpegs: tuple[bytes, ...]  # 1..max_frames frames
     texts: tuple[str, ...]  # 1..K candidate captions, the anchor first
     crop_entropy: tuple[int, ...]  # seeds this clip's crop Generator
+    index: int = -1  # global index in the epoch's clip sequence (-1: not cut by a ClipStream reader)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,18 +201,14 @@ def _reason_counts(rows: list[dict]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in counts.most_common(5))
 
 
-def assign_shards(
-    shards: Sequence[ShardEntry], *, slots: int, seed: int, epoch: int
-) -> list[list[ShardEntry]]:
-    """This epoch's shards of every slot: shuffled by (seed, epoch), each to the slot with fewest clips."""
-    order = np.random.default_rng([seed, _SHARD_ORDER, epoch]).permutation(len(shards))
-    assigned: list[list[ShardEntry]] = [[] for _ in range(slots)]
-    lightest = [(0, slot) for slot in range(slots)]  # heap of (clips so far, slot): ties go to the lower slot
-    for index in order.tolist():
-        load, slot = heapq.heappop(lightest)
-        assigned[slot].append(shards[index])
-        heapq.heappush(lightest, (load + shards[index].clips, slot))
-    return assigned
+def epoch_clip_order(shards: Sequence[ShardEntry], *, seed: int, epoch: int) -> np.ndarray:
+    """The epoch's clip sequence as global clip indices (int64, length total clips): the shards in an order
+    shuffled by (seed, epoch), each shard's clips in the order its tar yields them. A clip's global index is
+    its shard's offset (shards sorted by key, as usable_shards returns them) plus its ordinal in the shard."""
+    counts = np.array([shard.clips for shard in shards], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    shard_order = np.random.default_rng([seed, _SHARD_ORDER, epoch]).permutation(len(shards))
+    return np.concatenate([np.arange(offsets[i], offsets[i] + counts[i]) for i in shard_order.tolist()])
 
 
 def slot_batch_count(batches: int, slots: int, slot: int) -> int:
@@ -204,11 +216,57 @@ def slot_batch_count(batches: int, slots: int, slot: int) -> int:
     return max(0, (batches - slot + slots - 1) // slots)
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Generation:
+    """How one layout serves what is left of an epoch: the reader chunks of every rank.
+
+    The clips not yet served, in the epoch's sequence order, minus the tail that does not fill a global
+    batch, are cut into consecutive chunks, rank-major then reader: reader w of rank r gets
+    slot_batch_count(batches, readers, w) * batch clips, exactly what it serves."""
+
+    layout: tuple[int, int, int]  # (world_size, readers per rank, clips per rank per batch)
+    batches: int  # per rank
+    chunks: tuple[np.ndarray, ...]  # global clip indices, sequence order; index rank * readers + reader
+    shuffle_entropy: tuple[tuple[int, ...], ...]  # seeds each reader's shuffle buffer
+
+
+def plan_generation(
+    order: np.ndarray, served: np.ndarray, layout: tuple[int, int, int], *, seed: int, epoch: int
+) -> Generation:
+    """The generation that serves the clips of `order` not marked in `served` (bool, by global index)."""
+    world_size, readers, batch = layout
+    remaining = order[~served[order]]
+    batches = len(remaining) // (world_size * batch)
+    chunks, start = [], 0
+    for _rank in range(world_size):
+        for reader in range(readers):
+            size = slot_batch_count(batches, readers, reader) * batch
+            chunks.append(remaining[start : start + size])
+            start += size
+    served_count = int(served.sum())
+    entropy = tuple(
+        (seed, _SHUFFLE_BUFFER, epoch, served_count, *layout, reader) for reader in range(len(chunks))
+    )
+    return Generation(layout=layout, batches=batches, chunks=tuple(chunks), shuffle_entropy=entropy)
+
+
+def served_by(generation: Generation, batches: int, *, shuffle_size: int) -> np.ndarray:
+    """Global indices of the clips `generation` served in its first `batches` batches per rank: the
+    shuffle buffer's output order depends only on how many items pass through it, so it replays on indices."""
+    _, readers, batch = generation.layout
+    served: list[int] = []
+    for reader, chunk in enumerate(generation.chunks):
+        count = slot_batch_count(batches, readers, reader % readers) * batch
+        rng = np.random.default_rng(generation.shuffle_entropy[reader])
+        served.extend(itertools.islice(shuffle_buffer(chunk.tolist(), size=shuffle_size, rng=rng), count))
+    return np.array(served, dtype=np.int64)
+
+
 # --------------------------------------------------------------------------------------------------
 # Generator stages
 
 
-def read_shard_samples(storage: Storage, shard: ShardEntry) -> Iterator[dict]:
+def read_shard_samples(storage: Storage, shard: ShardEntry) -> Generator[dict, None, None]:
     """The ok videos of one tar, each a dict of its members (json, 000000.jpg, ...) streamed from storage."""
     stream = storage.open_read(shard.key)
     try:
@@ -316,6 +374,9 @@ def _batch_ids(clips: Sequence[ClipRecord], text: torch.Tensor, text_mask: torch
         "text_mask": text_mask,  # bool (B, K)
         "video_id": [c.video_id for c in clips],
         "clip_start_s": torch.tensor([c.start_s for c in clips], dtype=torch.float64),  # (B,)
+        "clip_index": torch.tensor(
+            [c.index for c in clips], dtype=torch.int64
+        ),  # (B,) in the epoch's sequence
     }
 
 
@@ -358,18 +419,27 @@ def _batch_text(
 # One epoch of one rank, as a torch IterableDataset
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _ReaderUnit:
+    """The clips one reader takes from one shard."""
+
+    shard: ShardEntry
+    first_index: int  # global index of the shard's first clip
+    ordinals: np.ndarray  # ascending ordinals (in the shard's own clip order) of the clips to serve
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class _EpochPlan:
-    """What a rank's DataLoader workers need for one epoch (picklable; no open clients)."""
+    """What a rank's DataLoader workers need for one generation of an epoch (picklable; no open clients)."""
 
     config: StreamConfig
     root: str
-    rank: int
-    slots_per_rank: int  # W
+    readers: int  # W
     epoch: int
-    batches: int  # batches_per_epoch
-    start_batch: int  # first batch to yield (resume)
-    slot_shards: tuple[tuple[ShardEntry, ...], ...]  # this rank's W slots
+    batches: int  # this generation's batches per rank
+    start_batch: int  # first batch to yield (resume under the same layout)
+    reader_units: tuple[tuple[_ReaderUnit, ...], ...]  # this rank's W readers
+    shuffle_entropy: tuple[tuple[int, ...], ...]  # this rank's W readers
 
 
 class _EpochDataset(IterableDataset):
@@ -384,24 +454,18 @@ class _EpochDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        assert workers == self.plan.slots_per_rank, "the DataLoader must run one worker per slot"
+        assert workers == self.plan.readers, "the DataLoader must run one worker per reader"
         slot = (self.plan.start_batch + worker) % workers
         return self._slot_batches(slot)
 
     def _slot_batches(self, slot: int) -> Iterator[dict]:
         plan, config = self.plan, self.plan.config
-        slot_id = plan.rank * plan.slots_per_rank + slot
-        owned = slot_batch_count(plan.batches, plan.slots_per_rank, slot)
-        already_served = slot_batch_count(plan.start_batch, plan.slots_per_rank, slot)
-        # Exactly the clips this slot owns, cut before shuffling so the buffer drains at the end of the quota
-        # (a slot with too many clips stops reading early; one with too few reads its shards again).
-        clips: Iterator[ClipRecord] = itertools.islice(
-            _slot_clips(plan, slot_id, plan.slot_shards[slot]), owned * config.batch_size
-        )
+        already_served = slot_batch_count(plan.start_batch, plan.readers, slot)
+        # The reader's chunk is exactly the clips it serves, so the buffer drains at the end of it.
         clips = shuffle_buffer(
-            clips,
+            _reader_clips(plan, plan.reader_units[slot]),
             size=config.shuffle_buffer,
-            rng=np.random.default_rng([config.seed, _SHUFFLE_BUFFER, plan.epoch, slot_id]),
+            rng=np.random.default_rng(plan.shuffle_entropy[slot]),
         )
         for records in itertools.islice(batched(clips, config.batch_size), already_served, None):
             yield assemble_batch(
@@ -415,29 +479,31 @@ class _EpochDataset(IterableDataset):
             )
 
 
-def _slot_clips(plan: _EpochPlan, slot_id: int, shards: Sequence[ShardEntry]) -> Iterator[ClipRecord]:
-    """The slot's clips, pass after pass over its shards (later passes: new shard order, new anchors)."""
+def _reader_clips(plan: _EpochPlan, units: Sequence[_ReaderUnit]) -> Iterator[ClipRecord]:
+    """The clips of a reader's chunk, in sequence order."""
     storage = open_storage(plan.root)  # opened in the worker process: no client shared across a fork
-    seed = plan.config.seed
-    for pass_index in itertools.count():
-        order = list(shards)
-        if pass_index > 0:
-            permutation = np.random.default_rng([seed, _PASS_ORDER, plan.epoch, slot_id, pass_index])
-            order = [order[i] for i in permutation.permutation(len(order)).tolist()]
-        produced = 0
-        for shard in order:
-            for sample in read_shard_samples(storage, shard):
-                where = f"{storage.uri(shard.key)} video {sample['__key__']}"
-                entropy = (seed, plan.epoch, pass_index, _stable_int(sample["__key__"]))
-                for record in cut_clips(sample, clip=plan.config.clip, entropy=entropy, where=where):
-                    produced += 1
-                    yield record
-        if produced == 0:
-            keys = ", ".join(shard.key for shard in shards)
-            raise ValueError(
-                f"shards {keys} of {plan.root} yielded no clips although the manifest promises "
-                f"{sum(s.clips for s in shards)}: the tars do not match the manifest; rerun the sharding job"
-            )
+    for unit in units:
+        yield from _unit_clips(storage, plan, unit)
+
+
+def _unit_clips(storage: Storage, plan: _EpochPlan, unit: _ReaderUnit) -> Iterator[ClipRecord]:
+    """The wanted clips of one shard; stops reading the tar after the last one."""
+    wanted, taken, ordinal, shard = unit.ordinals.tolist(), 0, 0, unit.shard
+    with contextlib.closing(read_shard_samples(storage, shard)) as samples:
+        for sample in samples:
+            where = f"{storage.uri(shard.key)} video {sample['__key__']}"
+            entropy = (plan.config.seed, plan.epoch, _stable_int(sample["__key__"]))
+            for record in cut_clips(sample, clip=plan.config.clip, entropy=entropy, where=where):
+                if ordinal == wanted[taken]:
+                    yield dataclasses.replace(record, index=unit.first_index + ordinal)
+                    taken += 1
+                    if taken == len(wanted):
+                        return
+                ordinal += 1
+    raise ValueError(
+        f"{storage.uri(shard.key)} yielded {ordinal} clips although the manifest promises {shard.clips}: "
+        "the tars do not match the manifest; rerun the sharding job"
+    )
 
 
 def _stable_int(text: str) -> int:
@@ -465,8 +531,12 @@ class ClipStream:
         table = read_manifest(storage)
         self.manifest_digest: str = manifest_digest(table)
         self.shards = usable_shards(table, config.clip, root=self.root)
-        self.total_clips = sum(shard.clips for shard in self.shards)
-        self.workers_per_rank = self._slots_per_rank()
+        counts = np.array([shard.clips for shard in self.shards], dtype=np.int64)
+        self.shard_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])  # global index of each first clip
+        self.total_clips = int(counts.sum())
+        self.readers_per_rank = max(1, config.num_workers)
+        self.layout = (world_size, self.readers_per_rank, config.batch_size)
+        # a fresh epoch's batches per rank; the tail that does not fill a global batch is left out
         self.batches_per_epoch: int = self.total_clips // (world_size * config.batch_size)
         if self.batches_per_epoch == 0:
             raise ValueError(
@@ -474,35 +544,60 @@ class ClipStream:
                 f"step of world_size x batch_size = {world_size} x {config.batch_size}: lower batch_size or "
                 "shard more videos"
             )
+        self._generations: dict[tuple, Generation] = {}
 
-    def _slots_per_rank(self) -> int:
-        if len(self.shards) < self.world_size:
-            raise ValueError(
-                f"{self.root} has {len(self.shards)} usable shards for {self.world_size} ranks: every rank needs "
-                "a shard of its own; reshard with fewer videos per shard (ShardLayoutConfig.videos_per_shard)"
-            )
-        wanted = max(1, self.config.num_workers)
-        slots = min(wanted, len(self.shards) // self.world_size)
-        if slots < wanted:
-            log.warning(
-                "%d usable shards for %d ranks x %d workers: using %d DataLoader workers per rank",
-                len(self.shards),
-                self.world_size,
-                wanted,
-                slots,
-            )
-        return slots
+    def continue_from(self, position: DataPosition) -> DataPosition:
+        """`position` expressed in this stream's layout: unchanged under the same layout (the rest of the epoch
+        is then exactly what an uninterrupted run would have served), else the clips served so far become
+        `served_before` and a new generation of this layout serves the rest."""
+        if position.layout == self.layout:
+            return position
+        if not position.layout:
+            if position.batches_in_epoch or position.served_before:
+                raise ValueError(
+                    f"data position {position} has no layout, so which clips it served is unknown: a checkpoint "
+                    "made before world-size-free positions; resume it with a new --run-name"
+                )
+            return dataclasses.replace(position, layout=self.layout)
+        served = pack_served(self.served_mask(position))
+        log.info(
+            "resuming epoch %d on layout %s (was %s): %d clips of %d already served",
+            position.epoch, self.layout, position.layout,
+            int(self.served_mask(position).sum()), self.total_clips,
+        )  # fmt: skip
+        return DataPosition(
+            epoch=position.epoch,
+            batches_in_epoch=0,
+            samples_seen=position.samples_seen,
+            served_before=served,
+            layout=self.layout,
+        )
+
+    def served_mask(self, position: DataPosition) -> np.ndarray:
+        """bool (total clips,): the clips of `position.epoch` served up to `position`, under any layout."""
+        served = unpack_served(position.served_before, self.total_clips)
+        if position.layout and position.batches_in_epoch:
+            generation = self._generation(position.epoch, position.served_before, position.layout)
+            if position.batches_in_epoch > generation.batches:
+                raise ValueError(self._outside_message(position, generation))
+            served[
+                served_by(generation, position.batches_in_epoch, shuffle_size=self.config.shuffle_buffer)
+            ] = True
+        return served
 
     def loader(self, position: DataPosition) -> DataLoader:
-        """The DataLoader of epoch `position.epoch` from batch `position.batches_in_epoch` on: exactly
-        batches_per_epoch - batches_in_epoch batches, identical to what an uninterrupted epoch yields there."""
-        if not 0 <= position.batches_in_epoch <= self.batches_per_epoch:
+        """The DataLoader of what is left of epoch `position.epoch` (position in this stream's layout, see
+        continue_from): exactly this generation's batches - batches_in_epoch batches, identical to what an
+        uninterrupted run of this layout yields there."""
+        if position.layout not in ((), self.layout):
             raise ValueError(
-                f"batches_in_epoch={position.batches_in_epoch} is outside [0, {self.batches_per_epoch}] "
-                f"(batches_per_epoch of {self.root}); was the checkpoint made on another manifest or batch size?"
+                f"position of layout {position.layout}, this stream's is {self.layout}: continue_from"
             )
-        plan = self._epoch_plan(position.epoch, position.batches_in_epoch)
-        workers = self.workers_per_rank if self.config.num_workers > 0 else 0
+        generation = self._generation(position.epoch, position.served_before, self.layout)
+        if not 0 <= position.batches_in_epoch <= generation.batches:
+            raise ValueError(self._outside_message(position, generation))
+        plan = self._epoch_plan(position.epoch, generation, position.batches_in_epoch)
+        workers = self.readers_per_rank if self.config.num_workers > 0 else 0
         return DataLoader(
             _EpochDataset(plan, self.tokenize),
             batch_size=None,  # the workers batch (whole batches cross the process boundary)
@@ -512,32 +607,64 @@ class ClipStream:
             persistent_workers=False,
         )
 
-    def _epoch_plan(self, epoch: int, start_batch: int) -> _EpochPlan:
-        slots = self.workers_per_rank
-        assigned = assign_shards(
-            self.shards, slots=self.world_size * slots, seed=self.config.seed, epoch=epoch
+    def _outside_message(self, position: DataPosition, generation: Generation) -> str:
+        return (
+            f"batches_in_epoch={position.batches_in_epoch} is outside [0, {generation.batches}] (batches of "
+            f"{self.root} left for layout {generation.layout}); was the checkpoint made on another manifest?"
         )
-        mine = assigned[self.rank * slots : (self.rank + 1) * slots]
+
+    def _generation(self, epoch: int, served_before: bytes, layout: tuple[int, ...]) -> Generation:
+        key = (epoch, served_before, layout)
+        if key not in self._generations:
+            self._generations.clear()  # one epoch at a time; the order is N int64s
+            world_size, readers, batch = layout
+            order = epoch_clip_order(self.shards, seed=self.config.seed, epoch=epoch)
+            served = unpack_served(served_before, self.total_clips)
+            self._generations[key] = plan_generation(
+                order, served, (world_size, readers, batch), seed=self.config.seed, epoch=epoch
+            )
+        return self._generations[key]
+
+    def _epoch_plan(self, epoch: int, generation: Generation, start_batch: int) -> _EpochPlan:
+        mine = range(self.rank * self.readers_per_rank, (self.rank + 1) * self.readers_per_rank)
         return _EpochPlan(
             config=self.config,
             root=self.root,
-            rank=self.rank,
-            slots_per_rank=slots,
+            readers=self.readers_per_rank,
             epoch=epoch,
-            batches=self.batches_per_epoch,
+            batches=generation.batches,
             start_batch=start_batch,
-            slot_shards=tuple(tuple(shards) for shards in mine),
+            reader_units=tuple(self._units(generation.chunks[reader]) for reader in mine),
+            shuffle_entropy=tuple(generation.shuffle_entropy[reader] for reader in mine),
         )
+
+    def _units(self, chunk: np.ndarray) -> tuple[_ReaderUnit, ...]:
+        """A chunk (sequence order: shard by shard) as per-shard runs of ordinals."""
+        if len(chunk) == 0:  # a reader with no batch this generation
+            return ()
+        shard_of = np.searchsorted(self.shard_offsets, chunk, side="right") - 1
+        starts = np.flatnonzero(np.diff(shard_of, prepend=-1))
+        units = []
+        for begin, end in zip(starts.tolist(), [*starts[1:].tolist(), len(chunk)], strict=True):
+            shard = int(shard_of[begin])
+            first = int(self.shard_offsets[shard])
+            units.append(
+                _ReaderUnit(shard=self.shards[shard], first_index=first, ordinals=chunk[begin:end] - first)
+            )
+        return tuple(units)
 
 
 __all__ = [
     "ClipRecord",
     "ClipStream",
     "DataPosition",
+    "Generation",
     "ShardEntry",
     "StreamConfig",
     "assemble_batch",
-    "assign_shards",
+    "epoch_clip_order",
     "manifest_digest",
+    "plan_generation",
+    "served_by",
     "usable_shards",
 ]

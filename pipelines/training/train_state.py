@@ -31,16 +31,77 @@ _PLAIN_VALUES = (type(None), bool, int, float, str, bytes, torch.Tensor)
 
 @dataclass(frozen=True, kw_only=True)
 class DataPosition:
-    """Where the data stream was when the checkpoint was taken, so a resume skips what was served."""
+    """Where the data stream was when the checkpoint was taken, so a resume serves exactly what is left.
+
+    `batches_in_epoch` counts the batches each rank consumed under `layout`. A source whose batches are
+    already independent of the world size (fine-tuning's global batches) leaves `layout` and
+    `served_before` empty. The clip stream fills them: `served_before` marks the clips of the epoch's
+    world-size-free clip sequence that were served before `layout` (world size, readers per rank, clips
+    per rank per batch) began, so any other layout can work out exactly which clips are left
+    (pipelines/training/stream.py, "Resuming on another layout").
+    """
 
     epoch: int  # 0-based epoch the next batch belongs to
-    batches_in_epoch: int  # batches of that epoch already consumed (per rank)
+    batches_in_epoch: int  # batches consumed per rank under `layout` (since it began serving this epoch)
     samples_seen: int  # samples consumed since the start of training (all ranks together)
+    served_before: bytes = b""  # pack_served bitmap over the epoch's clips; b"": none
+    layout: tuple[int, ...] = ()  # (world_size, readers per rank, clips per rank per batch); (): none
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
+        for name in ("epoch", "batches_in_epoch", "samples_seen"):
+            value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"DataPosition.{name} must be a non-negative int, got {value!r}")
+        if not isinstance(self.served_before, bytes):
+            raise ValueError(
+                f"DataPosition.served_before must be bytes, got {type(self.served_before).__name__}"
+            )
+        if not all(isinstance(v, int) and v > 0 for v in self.layout) or len(self.layout) not in (0, 3):
+            raise ValueError(f"DataPosition.layout must be () or 3 positive ints, got {self.layout!r}")
+
+    def to_state(self) -> dict[str, Any]:
+        """As stored in the train state: the bitmap as a uint8 tensor (weights_only loading refuses bytes)."""
+        served = torch.from_numpy(np.frombuffer(self.served_before, np.uint8).copy())
+        return {**asdict(self), "served_before": served, "layout": list(self.layout)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> DataPosition:
+        """Inverse of to_state (older states have no served_before / layout)."""
+        served = state.get("served_before")
+        return cls(
+            **{
+                **state,
+                "served_before": b"" if served is None else served.numpy().tobytes(),
+                "layout": tuple(state.get("layout", ())),
+            }
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe description (metrics.json): the bitmap as the number of clips it marks."""
+        return {
+            "epoch": self.epoch,
+            "batches_in_epoch": self.batches_in_epoch,
+            "samples_seen": self.samples_seen,
+            "layout": list(self.layout),
+            "served_before_clips": int(np.unpackbits(np.frombuffer(self.served_before, np.uint8)).sum()),
+        }
+
+
+def pack_served(mask: np.ndarray) -> bytes:
+    """A bool mask over an epoch's clips as DataPosition.served_before (1 bit per clip)."""
+    return np.packbits(mask.astype(bool), bitorder="little").tobytes() if mask.any() else b""
+
+
+def unpack_served(served: bytes, clips: int) -> np.ndarray:
+    """DataPosition.served_before as a bool mask over the epoch's `clips` clips."""
+    if not served:
+        return np.zeros(clips, dtype=bool)
+    if len(served) != (clips + 7) // 8:
+        raise ValueError(
+            f"the checkpoint's data position covers {len(served) * 8} clips, the data has {clips}: "
+            "was it made on another manifest or clip config?"
+        )
+    return np.unpackbits(np.frombuffer(served, np.uint8), count=clips, bitorder="little").astype(bool)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,7 +198,7 @@ def save_train_state(
         "step": step,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "data_position": asdict(data_position),
+        "data_position": data_position.to_state(),
         "rng": dict(rng),
         "extra": dict(extra or {}),
     }
@@ -158,7 +219,7 @@ def load_train_state(
     payload = _load_payload(Path(path))
     optimizer.load_state_dict(payload["optimizer"])  # moves the state to the params' devices
     _load_scheduler_state(path, scheduler, payload["scheduler"])
-    return payload["step"], DataPosition(**payload["data_position"]), payload["rng"]
+    return payload["step"], DataPosition.from_state(payload["data_position"]), payload["rng"]
 
 
 def load_train_state_extra(path: str | os.PathLike[str]) -> dict[str, Any]:
