@@ -1,6 +1,6 @@
 """How far the same post-pretraining (seed, config, world size 1) drifts across torch thread counts.
 
-    .venv/bin/python benchmarks/repeatability.py [--threads 1 2] [--steps 8] [--device cpu|cuda]
+    PYTHONPATH=. .venv/bin/python benchmarks/repeatability.py [--threads 1 2] [--steps 8]
 
 Generates a small HowTo100M-style collection, shards it in this process, then post-pretrains the debug model
 for --steps steps once per thread count (and the first thread count twice, which must agree bit for bit).

@@ -21,7 +21,9 @@ from pipelines.embedding.output import read_embeddings, read_outcomes
 from pipelines.finetuning.frame_cache import FrameCacheConfig
 from pipelines.finetuning.init_model import InitConfig
 from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
+from pipelines.sharding.manifest import read_manifest
 from pipelines.storage import open_storage
+from tests.test_post_pretrain import shards  # noqa: F401  (the sharding job's output)
 
 pytestmark = pytest.mark.slow
 
@@ -127,3 +129,12 @@ def test_query_red_ranks_red_videos_first_with_a_model_fine_tuned_here(sample, t
     positions = {vid: n for n, vid in enumerate(ranked)}
     in_order = np.mean([positions[r] < positions[o] for r in red for o in set(ranked) - red])
     assert in_order > 0.85, (in_order, ranked)
+
+
+def test_shards_of_the_sharding_job_are_embedded_from_their_frames(sample, shards, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    assert main(embed_args(sample, str(sample["clip"]), out, "--shards", shards), use_ray=False) == 0
+    ids, embeddings, _ = read_embeddings(open_storage(str(out)))
+    manifest = read_manifest(open_storage(shards)).to_pylist()
+    assert sorted(ids) == sorted(row["video_id"] for row in manifest if row["status"] == "ok")
+    assert embeddings.shape == (len(ids), 64) and np.isfinite(embeddings).all()
