@@ -121,6 +121,10 @@ class EmbedWorker:
 
 def run_embedding(config: EmbedConfig, *, use_ray: bool = True) -> EmbedSummary:
     started = time.monotonic()
+    if not config.init.init:
+        raise ValueError(
+            "--init is required to embed (a checkpoint, openai, a CLIP weights file or an export)"
+        )
     _, identity = load_embedding_model(config.init)  # refuses tightTransf before any worker starts
     storage = open_storage(config.out)
     write_or_check_settings(storage, _settings(config, identity))
@@ -188,7 +192,8 @@ def search(config: EmbedConfig) -> list[tuple[str, float]]:
 def identity_init(identity: dict) -> dict:
     """The InitConfig fields that rebuild the model an output's identity describes."""
     model = identity["config"]
-    return {"init": identity["init"], "backbone": model["backbone"], "head": model["head"],
+    # the resolved checkpoint (step-N), not "<run>/latest", which may have moved on since
+    return {"init": identity.get("checkpoint") or identity["init"], "backbone": model["backbone"], "head": model["head"],
             "max_frames": model["max_frames"], "max_words": model["max_words"]}  # fmt: skip
 
 
