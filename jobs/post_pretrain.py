@@ -21,8 +21,8 @@ import ray.train
 
 from pipelines.cli import parse_config
 from pipelines.storage import StorageError
-from pipelines.training.preemption import EXIT_PREEMPTED
 from pipelines.training.post_pretrain import PostPretrainConfig, run_post_pretraining
+from pipelines.training.preemption import EXIT_PREEMPTED
 
 ALIASES = {"--model": "--backbone"}  # the spelling of the backbone choice
 

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.clip4clip import CLIP4Clip
 from model.formats import WEIGHTS_FILE, save_model
+from pipelines.failpoints import failpoint
 from pipelines.training.batch_log import BatchLog
 from pipelines.training.checkpoints import CheckpointRef, CheckpointStore
 from pipelines.training.curves import plot_loss_curve
@@ -268,6 +269,7 @@ class _Session:
                 "submit the job again to continue",
                 step, seconds, self.loop.preemption_grace_s,
             )  # fmt: skip
+        failpoint("train_step_end")  # tests hold a run here to kill it at a chosen step
 
     def log_window(self) -> None:
         progress = self.progress

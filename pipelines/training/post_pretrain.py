@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class ClipDataConfig:
     batch_size: int = 32  # clips per rank per micro-batch (when global_batch_size is 0)
-    # Clips per micro-batch over all ranks; each rank takes global_batch_size / world_size. Set it when the
+    # Clips per micro-batch over all ranks; each rank takes global_batch_size // world_size. Set it when the
     # world size may change (elastic workers, a resubmission with another --num-workers): the batches, the
-    # learning-rate schedule and the epoch's clips then stay those of the original run. 0: batch_size per
-    # rank, so the global batch scales with the world size.
+    # learning-rate schedule and the epoch's clips then stay those of the original run. A world size that
+    # does not divide it rounds the global batch down to a multiple of it (a warning says so). 0: batch_size
+    # per rank, so the global batch scales with the world size.
     global_batch_size: int = 0
     candidates: int = 5  # K captions per clip (MIL-NCE's bag)
     clips_per_video: int = 8  # clips cut from each video read
@@ -49,11 +50,17 @@ class ClipDataConfig:
         """Clips per rank per micro-batch on `world_size` ranks."""
         if not self.global_batch_size:
             return self.batch_size
-        if self.global_batch_size % world_size:
+        if self.global_batch_size < world_size:
             raise ValueError(
-                f"global_batch_size {self.global_batch_size} is not divisible by {world_size} workers: pick a "
-                "global batch that every worker count the run may have divides (e.g. 240 for 1-6, 8, 10, 12)"
+                f"global_batch_size {self.global_batch_size} is smaller than the {world_size} workers: every "
+                "worker needs at least one clip per batch"
             )
+        if self.global_batch_size % world_size:
+            log.warning(
+                "global_batch_size %d is not divisible by %d workers: using %d clips per worker (%d in all)",
+                self.global_batch_size, world_size, self.global_batch_size // world_size,
+                self.global_batch_size // world_size * world_size,
+            )  # fmt: skip
         return self.global_batch_size // world_size
 
 

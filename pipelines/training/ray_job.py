@@ -25,7 +25,7 @@ WorkerFunction = Callable[[Any, Runtime, Callable[[dict], None], Callable[[Any],
 class WorkersConfig:
     num_workers: int = 2  # training workers (one per GPU with --use-gpu); the most, when min_workers is set
     use_gpu: bool = False
-    cpus_per_worker: int = 1
+    cpus_per_worker: float = 1  # fractions share a CPU between workers (tests, small debug runs)
     # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
     max_failures: int = 3
     # Elastic: 1 <= min_workers < num_workers lets Ray Train (V2's ScalingConfig(num_workers=(min, max)))
