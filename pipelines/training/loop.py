@@ -29,10 +29,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.clip4clip import CLIP4Clip
 from model.formats import WEIGHTS_FILE, save_model
+from pipelines.failpoints import failpoint
+from pipelines.training.batch_log import BatchLog
 from pipelines.training.checkpoints import CheckpointRef, CheckpointStore
 from pipelines.training.curves import plot_loss_curve
 from pipelines.training.frames import decode_clips_on_device, normalise_video
 from pipelines.training.optim import OptimConfig, build_optimizer, warmup_cosine
+from pipelines.training.preemption import StopRequest
 from pipelines.training.runtime import Runtime
 from pipelines.training.train_state import (
     DataPosition,
@@ -59,10 +62,19 @@ class LoopConfig:
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # torch.compile the (wrapped) model: fused kernels on GPU; the first steps compile
+    # SIGTERM (pod eviction, spot notice) -> every rank stops at the next step boundary and rank 0 commits a
+    # checkpoint, within this many seconds (a warning says when it took longer). Keep the platform's kill
+    # delay (Kubernetes terminationGracePeriodSeconds) above it.
+    preemption_grace_s: float = 30.0
+    # a local folder: each rank appends every micro-batch's step and clip ids (batch_log.py), to audit what a
+    # run trained on across kills and resizes; "" = off
+    batch_log: str = ""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.grad_accum < 1 or self.log_every < 1:
             raise ValueError("max_steps, grad_accum and log_every must be >= 1")
+        if self.preemption_grace_s <= 0:
+            raise ValueError(f"preemption_grace_s must be > 0, got {self.preemption_grace_s}")
 
 
 class BatchSource(Protocol):
@@ -98,6 +110,9 @@ class LoopResult:
     resumed: Resumed | None
     final_checkpoint: CheckpointRef | None
     samples_per_second: float
+    preempted: bool = (
+        False  # stopped by SIGTERM before max_steps, with a committed checkpoint to continue from
+    )
 
 
 def train(
@@ -124,7 +139,8 @@ def train(
     trained = wrap(model)
     # compile after DDP wrapping: TorchDynamo then splits the graph at DDP's bucket boundaries
     session.trained = cast(nn.Module, torch.compile(trained)) if loop.compile else trained
-    return session.run()
+    with session.stop.catching_sigterm():
+        return session.run()
 
 
 def seed_host_rngs(seed: int) -> None:
@@ -144,6 +160,7 @@ class _Progress:
     history: list[tuple[int, float]] = dataclasses.field(default_factory=list)
     last_saved_step: int = -1
     micro_batches: int = 0
+    preempted: bool = False
     last_log: dict = dataclasses.field(default_factory=dict)
     # the current logging window
     window_loss: float | torch.Tensor = 0.0  # a device tensor while accumulating: no host sync per step
@@ -173,10 +190,12 @@ class _Session:
         self.trained: nn.Module = model
         self.progress = _Progress()
         self.resumed: Resumed | None = None
+        self.stop = StopRequest(runtime, grace_s=loop.preemption_grace_s)
+        self.batch_log = BatchLog(loop.batch_log, rank=runtime.rank) if loop.batch_log else None
 
     def run(self) -> LoopResult:
         started, samples_at_start = time.monotonic(), self.progress.position.samples_seen
-        while self.progress.step < self.loop.max_steps:
+        while self.progress.step < self.loop.max_steps and not self.progress.preempted:
             self.run_epoch()
         final = (
             self.save_checkpoint(final=True) if self.progress.last_saved_step != self.progress.step else None
@@ -191,6 +210,7 @@ class _Session:
             final_checkpoint=final,
             samples_per_second=(self.progress.position.samples_seen - samples_at_start)
             / max(time.monotonic() - started, 1e-9),
+            preempted=self.progress.preempted,
         )
 
     def run_epoch(self) -> None:
@@ -201,7 +221,7 @@ class _Session:
                 self.train_micro_batch(batch)
                 if progress.micro_batches % self.loop.grad_accum == 0:
                     self.finish_step()
-                    if progress.step >= self.loop.max_steps:
+                    if progress.step >= self.loop.max_steps or progress.preempted:
                         return
         progress.position = DataPosition(
             epoch=progress.position.epoch + 1, batches_in_epoch=0, samples_seen=progress.position.samples_seen
@@ -226,6 +246,8 @@ class _Session:
         with _no_sync_unless(self.trained, sync_now), _autocast(self.loop.precision, self.runtime.device):
             loss = self.objective(self.trained, batch) * world  # see `Objective`
         (loss / self.loop.grad_accum).backward()
+        if self.batch_log is not None:
+            self.batch_log.write(step=progress.step + 1, epoch=progress.position.epoch, batch=batch)
         samples = _batch_size(batch) * world
         progress.position = dataclasses.replace(
             progress.position,
@@ -248,8 +270,17 @@ class _Session:
         step, last = self.progress.step, self.progress.step == self.loop.max_steps
         if step % self.loop.log_every == 0 or last:
             self.log_window()
-        if self.store.config.is_due(step) or last:
+        self.progress.preempted = not last and self.stop.agreed()  # a collective: every rank, every step
+        if self.store.config.is_due(step) or last or self.progress.preempted:
             self.save_checkpoint(final=last)
+        if self.progress.preempted and self.runtime.is_main:
+            seconds = self.stop.seconds_since_notice()
+            (log.warning if seconds > self.loop.preemption_grace_s else log.info)(
+                "preempted: the checkpoint of step %d was committed %.1f s after the stop notice (grace %.0f s); "
+                "submit the job again to continue",
+                step, seconds, self.loop.preemption_grace_s,
+            )  # fmt: skip
+        failpoint("train_step_end")  # tests hold a run here to kill it at a chosen step
 
     def log_window(self) -> None:
         progress = self.progress
@@ -316,6 +347,7 @@ class _Session:
             "loss_history": progress.history,
             "data_position": progress.position.summary(),
             "resumed": resumed_metrics(self.resumed),
+            "preempted": progress.preempted,  # stopped by SIGTERM: the run continues when submitted again
             "last_log": progress.last_log,  # samples/s, step time, peak RSS of rank 0 at the last log
         }
         (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")

@@ -31,7 +31,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class ClipDataConfig:
-    batch_size: int = 32  # clips per rank per micro-batch
+    batch_size: int = 32  # clips per rank per micro-batch (when global_batch_size is 0)
+    # Clips per micro-batch over all ranks; each rank takes global_batch_size // world_size. Set it when the
+    # world size may change (elastic workers, a resubmission with another --num-workers): the batches, the
+    # learning-rate schedule and the epoch's clips then stay those of the original run. A world size that
+    # does not divide it rounds the global batch down to a multiple of it (a warning says so). 0: batch_size
+    # per rank, so the global batch scales with the world size.
+    global_batch_size: int = 0
     candidates: int = 5  # K captions per clip (MIL-NCE's bag)
     clips_per_video: int = 8  # clips cut from each video read
     shuffle_buffer: int = 1000
@@ -39,6 +45,23 @@ class ClipDataConfig:
     # where JPEGs are decoded: "workers" (PIL in the loader processes) or "device" (nvJPEG on the GPU; for
     # nodes with too few cores per GPU, see benchmarks/train_throughput.py)
     decode_on: Literal["workers", "device"] = "workers"
+
+    def rank_batch_size(self, world_size: int) -> int:
+        """Clips per rank per micro-batch on `world_size` ranks."""
+        if not self.global_batch_size:
+            return self.batch_size
+        if self.global_batch_size < world_size:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is smaller than the {world_size} workers: every "
+                "worker needs at least one clip per batch"
+            )
+        if self.global_batch_size % world_size:
+            log.warning(
+                "global_batch_size %d is not divisible by %d workers: using %d clips per worker (%d in all)",
+                self.global_batch_size, world_size, self.global_batch_size // world_size,
+                self.global_batch_size // world_size * world_size,
+            )  # fmt: skip
+        return self.global_batch_size // world_size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +98,7 @@ def milnce_objective(loss: MILNCELoss):
 def build_stream(config: PostPretrainConfig, model: CLIP4Clip, runtime: Runtime) -> ClipStream:
     stream_config = StreamConfig(
         shards=config.shards,
-        batch_size=config.data.batch_size,
+        batch_size=config.data.rank_batch_size(runtime.world_size),
         image_size=model.image_size,
         max_words=config.model.max_words,
         shuffle_buffer=config.data.shuffle_buffer,
@@ -135,11 +158,18 @@ class PostPretrainResult:
     step: int
     metrics: dict  # that checkpoint's metrics.json: loss history, data position, where it resumed
 
+    @property
+    def preempted(self) -> bool:
+        """Stopped by SIGTERM before max_steps: submitting the job again continues from `checkpoint`."""
+        return bool(self.metrics.get("preempted"))
+
 
 def run_post_pretraining(config: PostPretrainConfig, *, storage_path: str | None = None):
     """Runs the Ray Train job on the current Ray cluster (ray.init() first, or inside `ray job submit`)."""
-    # fails fast on an unreachable store, before any worker starts
+    # fails fast on an unreachable store or a global batch some worker count cannot split, before any worker starts
     CheckpointStore(config.checkpoints, config.run_name)
+    for world_size in config.workers.possible_world_sizes():
+        config.data.rank_batch_size(world_size)
     run_ray_training(
         post_pretrain_worker,
         config,

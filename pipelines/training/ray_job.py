@@ -23,11 +23,32 @@ WorkerFunction = Callable[[Any, Runtime, Callable[[dict], None], Callable[[Any],
 
 @dataclass(frozen=True, kw_only=True)
 class WorkersConfig:
-    num_workers: int = 2  # training workers (one per GPU with --use-gpu)
+    num_workers: int = 2  # training workers (one per GPU with --use-gpu); the most, when min_workers is set
     use_gpu: bool = False
-    cpus_per_worker: int = 1
+    cpus_per_worker: float = 1  # fractions share a CPU between workers (tests, small debug runs)
     # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
     max_failures: int = 3
+    # Elastic: 1 <= min_workers < num_workers lets Ray Train (V2's ScalingConfig(num_workers=(min, max)))
+    # restart the group on as many workers as the cluster has (down to min_workers) when a node goes, and
+    # grow it back when capacity returns; each restart resumes from the last committed checkpoint and
+    # reshards the rest of the epoch over the new world size. 0: always num_workers.
+    min_workers: int = 0
+    resize_check_s: float = 60.0  # elastic: how often a healthy group checks whether it could grow
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
+        if not 0 <= self.min_workers <= self.num_workers:
+            raise ValueError(
+                f"min_workers must be in [0, num_workers={self.num_workers}], got {self.min_workers}"
+            )
+
+    @property
+    def elastic(self) -> bool:
+        return 0 < self.min_workers < self.num_workers
+
+    def possible_world_sizes(self) -> range:
+        return range(self.min_workers if self.elastic else self.num_workers, self.num_workers + 1)
 
 
 def _ray_train_loop(loop_config: dict) -> None:
@@ -58,12 +79,15 @@ def run_ray_training(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    # V2's ScalingConfig takes (min, max) for an elastic group; mypy sees V1's, which takes an int
+    num_workers: Any = (workers.min_workers, workers.num_workers) if workers.elastic else workers.num_workers
     trainer = TorchTrainer(
         _ray_train_loop,
         train_loop_config={"worker": worker, "config": config},
         torch_config=TorchConfig(backend="nccl" if workers.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers.num_workers,
+        scaling_config=ray.train.ScalingConfig(  # type: ignore[call-arg]  # V2's, as RunConfig below
+            num_workers=num_workers,
+            elastic_resize_monitor_interval_s=workers.resize_check_s,
             use_gpu=workers.use_gpu,
             resources_per_worker={
                 "CPU": workers.cpus_per_worker,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -13,6 +16,11 @@ class Runtime:
     rank: int
     world_size: int
     device: torch.device
+    # Runs a function on the process's main thread, where signal handlers are set (a Ray Train worker runs
+    # the training function on another thread; see ray_train_runtime).
+    on_main_thread: Callable[[Callable[[], Any]], Any] = field(
+        default=lambda function: _call_on_this_thread(function), repr=False, compare=False
+    )
 
     @property
     def is_main(self) -> bool:
@@ -37,16 +45,30 @@ class Runtime:
 
 def ray_train_runtime() -> Runtime:
     """Inside a Ray Train worker: its rank, the world size and the device Ray assigned."""
+    import ray
     import ray.train
     import ray.train.torch
 
     context = ray.train.get_context()
+    # The worker actor runs its methods on the main thread and the training function on another; its
+    # `execute(fn)` method (Ray Train V2's RayTrainWorker) runs fn there.
+    worker_actor = ray.get_runtime_context().current_actor
     return Runtime(
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
         device=ray.train.torch.get_device(),
+        on_main_thread=lambda function: ray.get(worker_actor.execute.remote(function)),
     )
 
 
 def single_process_runtime() -> Runtime:
     return Runtime(rank=0, world_size=1, device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _call_on_this_thread(function: Callable[[], Any]) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "this needs the main thread (e.g. to set a signal handler): build the Runtime with an "
+            "on_main_thread that reaches it"
+        )
+    return function()
