@@ -9,6 +9,9 @@ python jobs/export_checkpoint.py --init <checkpoint> --format safetensors --out 
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python jobs/<job>.py`: in the project's virtualenv (jobs/_venv_guard.py)
+    import _venv_guard  # noqa: F401
+
 import logging
 import sys
 from collections.abc import Sequence

@@ -11,6 +11,9 @@ Metrics go to <checkpoints>/<run-name>/eval/ (JSON per mode + metrics.md) and ar
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python jobs/<job>.py`: in the project's virtualenv (jobs/_venv_guard.py)
+    import _venv_guard  # noqa: F401
+
 import logging
 import sys
 from collections.abc import Sequence

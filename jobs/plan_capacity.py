@@ -9,6 +9,9 @@ GPU-hours, shard storage and the cluster shape that meets each target wall time.
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python jobs/<job>.py`: in the project's virtualenv (jobs/_venv_guard.py)
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 

@@ -10,6 +10,9 @@ Submitting the same command again resumes from the run's last committed checkpoi
 
 from __future__ import annotations
 
+if __package__ in (None, ""):  # run as `python jobs/<job>.py`: in the project's virtualenv (jobs/_venv_guard.py)
+    import _venv_guard  # noqa: F401
+
 import logging
 import sys
 from collections.abc import Sequence
