@@ -51,11 +51,17 @@ def run_once(shards: str, root: Path, name: str, threads: int, steps: int) -> di
 def spread(first: dict, other: dict) -> dict:
     losses = max(abs(a - b) for a, b in zip(first["losses"], other["losses"], strict=True))
     weights = max(float((first["weights"][k] - other["weights"][k]).abs().max()) for k in first["weights"])
-    return {"max_loss_diff": losses, "max_weight_diff": weights, "same_bytes": first["sha256"] == other["sha256"]}
+    return {
+        "max_loss_diff": losses,
+        "max_weight_diff": weights,
+        "same_bytes": first["sha256"] == other["sha256"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
@@ -64,9 +70,7 @@ def main() -> None:
         shards = make_shards(root)
         plan = [args.threads[0], *args.threads]  # the first thread count twice: must be bit-identical
         runs = [run_once(shards, root, f"run{i}", t, args.steps) for i, t in enumerate(plan)]
-    report = [
-        {"threads": run["threads"], "sha256": run["sha256"], **spread(runs[0], run)} for run in runs
-    ]
+    report = [{"threads": run["threads"], "sha256": run["sha256"], **spread(runs[0], run)} for run in runs]
     print(json.dumps(report, indent=2))
 
 

@@ -9,7 +9,8 @@ GPU-hours, shard storage and the cluster shape that meets each target wall time.
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python jobs/<job>.py`: in the project's virtualenv (jobs/_venv_guard.py)
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
     import _venv_guard  # noqa: F401
 
 import sys

@@ -10,10 +10,10 @@ Submitting the same command again resumes from the run's last committed checkpoi
 
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python jobs/<job>.py`: in the project's virtualenv (jobs/_venv_guard.py)
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
     import _venv_guard  # noqa: F401
 
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +21,7 @@ import ray
 import ray.train
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
 from pipelines.storage import StorageError
 from pipelines.training.post_pretrain import PostPretrainConfig, run_post_pretraining
 
@@ -28,7 +29,7 @@ ALIASES = {"--model": "--backbone"}  # the issue's spelling of the backbone choi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging("post-pretrain")
     config = parse_config(PostPretrainConfig, argv, aliases=ALIASES)
     try:
         if not ray.is_initialized():
