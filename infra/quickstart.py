@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,18 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     shards, runs = f"s3://{config.bucket}/howto100m-sample-1fps", f"s3://{config.bucket}/runs"
     print(f"\n== 3/7 ray job submit -> {head.dashboard_url}: sharding into {shards}", flush=True)
-    if not _submitted(head, "jobs/shard_howto100m.py", _job_args(collection, shards)):
+    if not _submitted(head, "jobs/shard_howto100m.py", _job_args(collection, shards), workdir):
         return 1
     sheet = _step("4/7 drawing a contact sheet from the first shard", lambda: _contact_sheet(shards, workdir))
     print(
         f"\n== 5/7 ray job submit: MIL-NCE post-pretraining of the debug model -> {runs}/{RUN_NAME}",
         flush=True,
     )
-    if not _submitted(head, "jobs/post_pretrain.py", _training_args(shards, runs)):
+    if not _submitted(head, "jobs/post_pretrain.py", _training_args(shards, runs), workdir):
         return 1
     print(f"\n== 6/7 ray job submit: fine-tune {RUN_NAME} for retrieval, evaluate zero-shot and fine-tuned")
     retrieval = _generate_retrieval(workdir)
-    if not _submitted(head, "jobs/finetune_retrieval.py", _finetune_args(runs, retrieval, workdir)):
+    if not _submitted(head, "jobs/finetune_retrieval.py", _finetune_args(runs, retrieval, workdir), workdir):
         return 1
     export = _step(
         "7/7 exporting the fine-tuned model for open_clip", lambda: _export_open_clip(runs, workdir)
@@ -92,10 +93,13 @@ def _start_services(workdir: Path, config: QuickstartConfig) -> tuple[LocalRayHe
     return head.start(), endpoint
 
 
-def _submitted(head: LocalRayHead, job: str, args: list[str]) -> bool:
-    result = head.submit_job([sys.executable, job, *args], working_dir=REPO)
+def _submitted(head: LocalRayHead, job: str, args: list[str], workdir: Path) -> bool:
+    chatter = workdir / "ray-job-submit.log"
+    result = head.submit_job([sys.executable, job, *args], working_dir=REPO, chatter_log=chatter)
     if result.returncode != 0:
-        print(f"{job} failed (exit {result.returncode}); see its output above", file=sys.stderr)
+        print(f"{job} failed (exit {result.returncode}); see its output above and {chatter}", file=sys.stderr)
+    else:
+        print(f"{job} succeeded (Ray's submission log: {chatter})", flush=True)
     return result.returncode == 0
 
 
@@ -108,6 +112,7 @@ def _generate(workdir: Path, config: QuickstartConfig):
     from pipelines.sample_collection import SampleCollectionSpec, generate_sample_collection
 
     root = workdir / "howto100m-sample"
+    shutil.rmtree(root, ignore_errors=True)  # ours from an earlier run: regenerated, so a rerun just works
     collection = generate_sample_collection(
         root, SampleCollectionSpec(num_good_videos=config.num_good_videos)
     )
@@ -149,6 +154,7 @@ def _training_args(shards: str, runs: str) -> list[str]:
 def _generate_retrieval(workdir: Path) -> Path:
     from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
 
+    shutil.rmtree(workdir / "msrvtt-sample", ignore_errors=True)  # ours from an earlier run
     sample = generate_sample_msrvtt(workdir / "msrvtt-sample")
     print(f"{len(sample.train_ids)} training + {len(sample.test_ids)} test videos in {sample.root}")
     return sample.root

@@ -10,11 +10,15 @@ Rerunning the same command resumes; failed videos are listed with their reason.
 
 from __future__ import annotations
 
-import logging
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
 from pipelines.embedding.job import EmbedConfig, failed_items, run_embedding, search
 from pipelines.storage import StorageError
 
@@ -22,7 +26,7 @@ ALIASES = {"--model": "--backbone"}
 
 
 def main(argv: Sequence[str] | None = None, *, use_ray: bool = True) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging("embed")
     config = parse_config(EmbedConfig, argv, aliases=ALIASES)
     try:
         if config.query:

@@ -9,17 +9,21 @@ python jobs/export_checkpoint.py --init <checkpoint> --format safetensors --out 
 
 from __future__ import annotations
 
-import logging
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
 from pipelines.finetuning.exports import ExportConfig, export_checkpoint
 from pipelines.storage import StorageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging("export")
     config = parse_config(ExportConfig, argv)
     try:
         path = export_checkpoint(config)

@@ -11,11 +11,15 @@ Metrics go to <checkpoints>/<run-name>/eval/ (JSON per mode + metrics.md) and ar
 
 from __future__ import annotations
 
-import logging
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
 from pipelines.finetuning.finetune import FinetuneConfig, run_retrieval
 from pipelines.storage import StorageError
 
@@ -23,7 +27,7 @@ ALIASES = {"--model": "--backbone"}
 
 
 def main(argv: Sequence[str] | None = None, *, use_ray: bool = True) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging("finetune")
     config = parse_config(FinetuneConfig, argv, aliases=ALIASES)
     try:
         if use_ray and (config.workers.use_gpu or not config.zero_shot):  # GPU evaluation runs as a Ray task

@@ -12,7 +12,10 @@ failed, 2 bad input.
 
 from __future__ import annotations
 
-import logging
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +23,7 @@ import ray
 import ray.train
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
 from pipelines.storage import StorageError
 from pipelines.training.post_pretrain import PostPretrainConfig, run_post_pretraining
 from pipelines.training.preemption import EXIT_PREEMPTED
@@ -28,7 +32,7 @@ ALIASES = {"--model": "--backbone"}  # the issue's spelling of the backbone choi
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_job_logging("post-pretrain")
     config = parse_config(PostPretrainConfig, argv, aliases=ALIASES)
     try:
         if not ray.is_initialized():

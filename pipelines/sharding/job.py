@@ -7,6 +7,7 @@ are redone whole, so a crash at any point loses and duplicates nothing.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -100,7 +101,9 @@ def _run_shard_tasks(
     in_flight: dict[ray.ObjectRef, int] = {}
     reports: list[ShardReport] = []
     errors: dict[int, str] = {}
-    with tqdm(total=sum(len(plan.shard_videos(s)) for s in pending), unit="video", mininterval=1.0) as bar:
+    total = sum(len(plan.shard_videos(s)) for s in pending)
+    # In a log (ray job output is not a terminal) every refresh is a new line: refresh less often there.
+    with tqdm(total=total, unit="video", mininterval=1.0 if sys.stderr.isatty() else 10.0) as bar:
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 shard = queue.pop(0)
@@ -115,7 +118,9 @@ def _run_shard_tasks(
                 continue
             reports.append(report)
             bar.update(report.ok + report.failed)
-            bar.set_postfix(ok=sum(r.ok for r in reports), failed=sum(r.failed for r in reports))
+            bar.set_postfix(
+                ok=sum(r.ok for r in reports), failed=sum(r.failed for r in reports), refresh=False
+            )
     return reports, errors
 
 

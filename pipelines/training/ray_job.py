@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.console import quiet_library_chatter
 from pipelines.failpoints import failpoint_runtime_env
 from pipelines.training.runtime import Runtime, ray_train_runtime
 
@@ -56,6 +57,7 @@ def _ray_train_loop(loop_config: dict) -> None:
     import ray.train.torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_library_chatter()
     worker: WorkerFunction = loop_config["worker"]
     worker(
         loop_config["config"],
