@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"training failed after {config.workers.max_failures} restarts: {error}", file=sys.stderr)
         return 1
     if result.preempted:
-        print(f"preempted, resumable: step {result.step} committed at {result.checkpoint}; submit again to continue")
+        print(
+            f"preempted, resumable: step {result.step} committed at {result.checkpoint}; submit again to continue"
+        )
         return EXIT_PREEMPTED
     losses = result.metrics.get("loss_history", [])
     print(
