@@ -15,6 +15,7 @@ from pipelines.finetuning.evaluate import (
     Features,
     incomplete_warning,
     metrics_table,
+    rerank_report,
     similarity,
 )
 
@@ -94,3 +95,11 @@ def test_loose_scores_are_clip4clip_logits():
     )
     scores = similarity(model, features, EvalConfig(), device=torch.device("cpu"))
     torch.testing.assert_close(scores, model.clip.logit_scale.exp().detach() * text @ video.T)
+
+
+def test_rerank_report_is_separate_and_labelled_transductive():
+    scores = torch.tensor([[5.0, 1.0], [5.0, 4.5]])  # video 0 is a hub: text 1 retrieves it first
+    config = EvalConfig(rerank="inverted-softmax")
+    reranked = rerank_report(scores, torch.tensor([0, 1]), config)
+    assert reranked["method"] == "inverted-softmax" and reranked["transductive"] is True
+    assert reranked["metrics"]["t2v_R@1"] == 100.0
