@@ -8,6 +8,7 @@ worker (Ray configures a worker's logging itself, so a job's settings do not rea
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -43,8 +44,14 @@ def setup_job_logging(job: str) -> Path:
     root.addHandler(file_handler)
     root.addHandler(console)
     quiet_library_chatter()
-    print(f"library log: {path}", file=sys.stderr, flush=True)
+    atexit.register(_point_to_log, path)
     return path
+
+
+def _point_to_log(path: Path) -> None:
+    """At exit, and only if something was written there: the last line a user sees names the file."""
+    if path.exists() and path.stat().st_size > 0:
+        print(f"library log: {path}", file=sys.stderr, flush=True)
 
 
 def quiet_library_chatter() -> None:
