@@ -44,8 +44,18 @@ def setup_job_logging(job: str) -> Path:
     root.addHandler(file_handler)
     root.addHandler(console)
     quiet_library_chatter()
-    atexit.register(_point_to_log, path)
+    if not _log_paths:
+        atexit.register(_point_to_logs)
+    _log_paths.append(path)
     return path
+
+
+_log_paths: list[Path] = []
+
+
+def _point_to_logs() -> None:
+    for path in _log_paths:
+        _point_to_log(path)
 
 
 def _point_to_log(path: Path) -> None:
