@@ -20,26 +20,24 @@ from collections.abc import Sequence
 from pipelines.cli import parse_config
 from pipelines.console import setup_job_logging
 from pipelines.embedding.job import EmbedConfig, failed_items, run_embedding, search
+from pipelines.ray_cluster import RayUnreachable, connect_to_ray
 from pipelines.storage import StorageError
 
 ALIASES = {"--model": "--backbone"}
 
 
 def main(argv: Sequence[str] | None = None, *, use_ray: bool = True) -> int:
-    setup_job_logging("embed")
     config = parse_config(EmbedConfig, argv, aliases=ALIASES)
+    setup_job_logging("embed")
     try:
         if config.query:
             for rank, (video_id, score) in enumerate(search(config), start=1):
                 print(f"{rank:>4}  {score:+.4f}  {video_id}")
             return 0
         if use_ray:
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(log_to_driver=True)  # inside `ray job submit`: the cluster it was submitted to
+            connect_to_ray()  # inside `ray job submit`: the cluster it was submitted to
         summary = run_embedding(config, use_ray=use_ray)
-    except (StorageError, ValueError) as error:
+    except (StorageError, ValueError, RayUnreachable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"embedded {summary.ok} items ({summary.failed} failed) in {summary.seconds:.1f} s -> {config.out}")

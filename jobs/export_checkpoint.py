@@ -23,8 +23,8 @@ from pipelines.storage import StorageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_job_logging("export")
     config = parse_config(ExportConfig, argv)
+    setup_job_logging("export")
     try:
         path = export_checkpoint(config)
     except (StorageError, ValueError) as error:

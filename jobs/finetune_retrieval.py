@@ -21,22 +21,20 @@ from collections.abc import Sequence
 from pipelines.cli import parse_config
 from pipelines.console import setup_job_logging
 from pipelines.finetuning.finetune import FinetuneConfig, run_retrieval
+from pipelines.ray_cluster import RayUnreachable, connect_to_ray
 from pipelines.storage import StorageError
 
 ALIASES = {"--model": "--backbone"}
 
 
 def main(argv: Sequence[str] | None = None, *, use_ray: bool = True) -> int:
-    setup_job_logging("finetune")
     config = parse_config(FinetuneConfig, argv, aliases=ALIASES)
+    setup_job_logging("finetune")
     try:
         if use_ray and (config.workers.use_gpu or not config.zero_shot):  # GPU evaluation runs as a Ray task
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(log_to_driver=True)  # inside `ray job submit`: the cluster it was submitted to
+            connect_to_ray()  # inside `ray job submit`: the cluster it was submitted to
         result = run_retrieval(config, use_ray=use_ray)
-    except (StorageError, ValueError) as error:
+    except (StorageError, ValueError, RayUnreachable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n" + result.table)

@@ -24,21 +24,22 @@ import ray.train
 
 from pipelines.cli import parse_config
 from pipelines.console import setup_job_logging
+from pipelines.ray_cluster import RayUnreachable, connect_to_ray
 from pipelines.storage import StorageError
-from pipelines.training.post_pretrain import PostPretrainConfig, run_post_pretraining
+from pipelines.training.post_pretrain import PostPretrainConfig, check_before_start, run_post_pretraining
 from pipelines.training.preemption import EXIT_PREEMPTED
 
 ALIASES = {"--model": "--backbone"}  # the spelling of the backbone choice
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_job_logging("post-pretrain")
     config = parse_config(PostPretrainConfig, argv, aliases=ALIASES)
+    setup_job_logging("post-pretrain")
     try:
-        if not ray.is_initialized():
-            ray.init(log_to_driver=True)  # inside `ray job submit`: the cluster it was submitted to
+        check_before_start(config)  # a wrong --shards or store: one line, before Ray or any worker starts
+        connect_to_ray()  # inside `ray job submit`: the cluster it was submitted to
         result = run_post_pretraining(config)
-    except (StorageError, ValueError) as error:
+    except (StorageError, ValueError, RayUnreachable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ray.train.TrainingFailedError as error:

@@ -25,8 +25,8 @@ from pipelines.storage import StorageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_job_logging("shard")
     config = parse_config(ShardingConfig, argv)
+    setup_job_logging("shard")
     try:
         run_sharding_job(config)
     except (PlanMismatchError, StorageError, FileNotFoundError, NotADirectoryError, ValueError) as error:

@@ -8,6 +8,7 @@ worker (Ray configures a worker's logging itself, so a job's settings do not rea
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -43,8 +44,24 @@ def setup_job_logging(job: str) -> Path:
     root.addHandler(file_handler)
     root.addHandler(console)
     quiet_library_chatter()
-    print(f"library log: {path}", file=sys.stderr, flush=True)
+    if not _log_paths:
+        atexit.register(_point_to_logs)
+    _log_paths.append(path)
     return path
+
+
+_log_paths: list[Path] = []
+
+
+def _point_to_logs() -> None:
+    for path in _log_paths:
+        _point_to_log(path)
+
+
+def _point_to_log(path: Path) -> None:
+    """At exit, and only if something was written there: the last line a user sees names the file."""
+    if path.exists() and path.stat().st_size > 0:
+        print(f"library log: {path}", file=sys.stderr, flush=True)
 
 
 def quiet_library_chatter() -> None:

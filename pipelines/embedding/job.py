@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.config_values import PositiveInt
 from pipelines.embedding.embedder import embed_part, load_embedding_model
 from pipelines.embedding.inputs import Part, chunk, dataset_items, folder_items, shard_parts, text_items
 from pipelines.embedding.output import (
@@ -58,11 +59,11 @@ class EmbedConfig:
     frames: FrameCacheConfig = field(default_factory=FrameCacheConfig)
     out: str  # the embeddings folder: local or s3://
     query: str = ""  # search --out's video embeddings for this text instead of embedding
-    top_k: int = 10
-    videos_per_part: int = 256  # videos per unit of work and commit
-    batch_size: int = 32  # videos (or texts) encoded at once
-    num_workers: int = 2  # Ray actors, each holding the model
-    cpus_per_worker: int = 1
+    top_k: PositiveInt = 10
+    videos_per_part: PositiveInt = 256  # videos per unit of work and commit
+    batch_size: PositiveInt = 32  # videos (or texts) encoded at once
+    num_workers: PositiveInt = 2  # Ray actors, each holding the model
+    cpus_per_worker: PositiveInt = 1
     use_gpu: bool = False  # one GPU per actor
 
 

@@ -21,6 +21,7 @@ import torch
 
 from model.clip4clip import CLIP4Clip
 from model.metrics import PROTOCOLS, Protocol, Rerank, reranked_metrics, retrieval_metrics
+from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.finetuning.data import ClipTensorConfig, video_batches
 from pipelines.finetuning.datasets.base import RetrievalItem, RetrievalSplit
 from pipelines.finetuning.frame_cache import FrameCache
@@ -37,12 +38,12 @@ TRANSDUCTIVE_NOTE = (
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    eval_batch_size: int = 32  # videos (or captions) encoded at once
-    text_block: int = 64  # tightTransf: captions x videos scored per cross-encoder pass
-    video_block: int = 16
+    eval_batch_size: PositiveInt = 32  # videos (or captions) encoded at once
+    text_block: PositiveInt = 64  # tightTransf: captions x videos scored per cross-encoder pass
+    video_block: PositiveInt = 16
     protocol: Protocol = "clip4clip"  # clip4clip = the published tables' code; all-captions = ours before
     rerank: Rerank = "none"  # also report dual-softmax / inverted-softmax re-ranked metrics (transductive)
-    rerank_temperature: float = 1.0  # multiplies the logits inside the re-ranking softmax
+    rerank_temperature: PositiveFloat = 1.0  # multiplies the logits inside the re-ranking softmax
 
 
 @dataclass(frozen=True, kw_only=True)

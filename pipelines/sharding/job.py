@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from pipelines.failpoints import failpoint_runtime_env
 from pipelines.howto100m import SubsetConfig
+from pipelines.ray_cluster import connect_to_ray
 from pipelines.sharding.manifest import completed_shards
 from pipelines.sharding.plan import Plan, ShardLayoutConfig, SourceConfig, load_or_create_plan
 from pipelines.sharding.shard_task import ShardReport, ShardTask, process_shard
@@ -28,9 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class RayConfig:
-    ray_address: str = (
-        ""  # "" = the cluster this job was submitted to (or a new local one); "auto"; "host:port"
-    )
+    ray_address: str = ""
+    """Ray cluster to run on: "" = the one this job was submitted to (or a new local one); "auto"; host:port."""
     max_in_flight: int = 0  # shard tasks submitted at once; 0 = 2 x the cluster's CPUs
     task_retries: int = 3  # Ray retries of a shard task whose worker or node died
     gpus_per_task: float = 0.0  # with --decoder nvdec: the share of a GPU each shard task needs (e.g. 0.125)
@@ -140,8 +140,4 @@ def shard_task_for(plan: Plan, shard: int, config: ShardingConfig) -> ShardTask:
 
 
 def _connect(address: str) -> None:
-    if ray.is_initialized():
-        return
-    # Inside `ray job submit` RAY_ADDRESS is set and ray.init() joins that cluster; run directly
-    # with no address, it starts a local one.
-    ray.init(address=address or None, log_to_driver=True)
+    connect_to_ray(address)
