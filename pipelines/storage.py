@@ -73,6 +73,7 @@ class Storage(Protocol):
 
     def uri(self, key: str) -> str: ...
     def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int: ...
     def read_bytes(self, key: str) -> bytes: ...
     def read_with_etag(self, key: str) -> tuple[bytes, str]: ...
     def open_read(self, key: str) -> BinaryIO: ...
@@ -160,6 +161,16 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        """Bytes of the object; ObjectNotFound if there is none."""
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in {self.url}")
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:  # deleted between the check and the stat
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
 
     def read_bytes(self, key: str) -> bytes:
         with self.open_read(key) as file:
@@ -349,6 +360,12 @@ class S3Storage:
         except ObjectNotFound:
             return False
         return True
+
+    def size(self, key: str) -> int:
+        """Bytes of the object, by HEAD (a GET would make the server read it all); ObjectNotFound if none."""
+        with self._translated_errors("checking the size of", key):
+            response = self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))
+        return int(response["ContentLength"])
 
     def read_bytes(self, key: str) -> bytes:
         return self.read_with_etag(key)[0]

@@ -89,6 +89,20 @@ def test_missing_key_raises_object_not_found(storage: Storage) -> None:
         storage.open_read("missing/deeper.json")
 
 
+def test_size_is_the_stored_byte_count(storage: Storage, tmp_path: Path) -> None:
+    storage.write_bytes("sizes/empty", b"")
+    storage.write_bytes("sizes/small.bin", b"x" * 1234)
+    (tmp_path / "upload.bin").write_bytes(os.urandom(70_000))
+    storage.upload_file("sizes/uploaded.bin", tmp_path / "upload.bin")
+    assert storage.size("sizes/empty") == 0
+    assert storage.size("sizes/small.bin") == 1234
+    assert storage.size("sizes/uploaded.bin") == 70_000
+    with pytest.raises(ObjectNotFound):
+        storage.size("sizes/missing.bin")
+    with pytest.raises(ObjectNotFound):  # a folder is not an object
+        storage.size("sizes")
+
+
 def test_uri_addresses_the_object_for_other_tools(storage: Storage) -> None:
     storage.write_bytes("dir/x.txt", b"peer-readable")
     if isinstance(storage, LocalStorage):
