@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import ray
 import ray.train
 
+from pipelines.checkpoint.layout import LOSS_CURVE_FILE
 from pipelines.cli import parse_config
 from pipelines.console import setup_job_logging
 from pipelines.ray_cluster import RayUnreachable, connect_to_ray
@@ -56,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if losses
         else f"done: step {result.step}"
     )
-    print(f"checkpoint  {result.checkpoint}\nloss curve  {result.checkpoint}/loss_curve.png")
+    print(f"checkpoint  {result.checkpoint}\nloss curve  {result.checkpoint}/{LOSS_CURVE_FILE}")
     return 0
 
 

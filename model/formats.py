@@ -25,12 +25,11 @@ from safetensors.torch import load_file, save_file
 from model.backbone import create_clip, open_clip_model_name
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
+from model.files import CONFIG_FILE, WEIGHTS_FILE
 from model.openclip_import import open_clip
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "model_config.json"
 MODEL_CONFIG_METADATA_KEY = "clip4clip_config"
 _CONFIG_METADATA_KEY = MODEL_CONFIG_METADATA_KEY
 

@@ -20,6 +20,7 @@ from safetensors import safe_open
 
 from model.clip4clip import CLIP4Clip
 from model.formats import CONFIG_FILE, MODEL_CONFIG_METADATA_KEY, WEIGHTS_FILE, load_model
+from pipelines.checkpoint.layout import COMMIT_MARKER
 from pipelines.embedding.inputs import EmbedItem, Part
 from pipelines.embedding.output import ItemOutcome
 from pipelines.finetuning.data import ClipTensorConfig, frames_tensor, video_batches
@@ -35,7 +36,6 @@ TIGHT_REFUSAL = (
     "--head meanP to embed with this checkpoint's CLIP weights under a mean-pooling head"
 )
 NEW_HEAD_SEED = 0  # a head the checkpoint lacks gets random layers: drawn under this seed on every worker
-_COMMIT_MARKER = "COMMITTED.json"  # a folder with it is a trainer checkpoint, not an export
 
 
 def load_embedding_model(config: InitConfig) -> tuple[CLIP4Clip, dict]:
@@ -157,7 +157,7 @@ def _export_weights(init: str) -> Path | None:
     if path.is_file() and path.suffix == ".safetensors":
         return path if _has_model_config(path) else None  # else plain CLIP weights (model.clip_weights)
     if path.is_dir() and (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
-        return None if (path / _COMMIT_MARKER).exists() else path / WEIGHTS_FILE
+        return None if (path / COMMIT_MARKER).exists() else path / WEIGHTS_FILE  # marker: a checkpoint
     return None
 
 

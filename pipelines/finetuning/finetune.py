@@ -16,8 +16,9 @@ from typing import Literal
 
 import torch
 
-from model.formats import WEIGHTS_FILE, load_model
+from model.formats import load_model
 from model.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
+from pipelines.checkpoint.layout import RUN_CONFIG_FILE, WEIGHTS_FILE
 from pipelines.config_values import PositiveInt
 from pipelines.finetuning.data import ClipTensorConfig, RetrievalPairs
 from pipelines.finetuning.datasets import read_split
@@ -26,7 +27,7 @@ from pipelines.finetuning.frame_cache import FrameCache, FrameCacheConfig
 from pipelines.finetuning.init_model import InitConfig, InitModel, load_init_model
 from pipelines.storage import open_storage
 from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
-from pipelines.training.loop import RUN_CONFIG_FILE, LoopConfig, LoopResult, train
+from pipelines.training.loop import LoopConfig, LoopResult, train
 from pipelines.training.optim import OptimConfig
 from pipelines.training.ray_job import WorkersConfig, run_ray_training
 from pipelines.training.runtime import Runtime, single_process_runtime

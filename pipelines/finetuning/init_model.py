@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 from model.clip4clip import CLIP4Clip
 from model.clip_weights import WEIGHT_FILE_SUFFIXES
 from model.config import CLIP4ClipConfig
-from model.formats import CONFIG_FILE, WEIGHTS_FILE, build_without_download, from_open_clip_state_dict
+from model.formats import build_without_download, from_open_clip_state_dict
+from pipelines.checkpoint.layout import MODEL_CONFIG_FILE, WEIGHTS_FILE
 from pipelines.config_values import PositiveInt
 from pipelines.training.checkpoints import download_checkpoint, resolve_checkpoint
 
@@ -95,10 +96,10 @@ def is_clip_weights_file(init: str) -> bool:
 
 
 def _read_weights(folder: Path, url: str) -> tuple[CLIP4ClipConfig, dict[str, torch.Tensor]]:
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
+    for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE):
         if not (folder / name).is_file():
             raise ValueError(f"checkpoint {url} has no {name}: it is not a model checkpoint of this trainer")
-    return CLIP4ClipConfig.from_dict(json.loads((folder / CONFIG_FILE).read_text())), load_file(
+    return CLIP4ClipConfig.from_dict(json.loads((folder / MODEL_CONFIG_FILE).read_text())), load_file(
         str(folder / WEIGHTS_FILE)
     )
 

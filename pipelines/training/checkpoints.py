@@ -1,6 +1,6 @@
 """The checkpoint store: atomic, committed, resumable checkpoints in a local folder or on S3.
 
-Layout under `<root>/<run>/`:
+Layout under `<root>/<run>/` (every file name: pipelines.checkpoint.layout):
 
     step-00001000/model.safetensors, train_state.pt, config.json, metrics.json, ...   (what the trainer wrote)
     step-00001000/COMMITTED.json     written LAST: every file's size and sha256 -> the checkpoint is committed
@@ -38,6 +38,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from pipelines.checkpoint.layout import (
+    COMMIT_MARKER,
+    IN_PROGRESS,
+    LATEST,
+    LATEST_ALIASES,
+    STEP_FOLDER,
+    step_folder_name,
+    step_of,
+)
 from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.failpoints import failpoint
 from pipelines.storage import (
@@ -52,13 +61,8 @@ from pipelines.storage import (
 
 logger = logging.getLogger(__name__)
 
-COMMIT_MARKER = "COMMITTED.json"  # written last; lists every file with size + sha256
-LATEST = "latest.json"  # {"step": N, "path": "step-0000000N", ...}; advanced with compare-and-swap
-IN_PROGRESS = "SAVING.json"  # written first: when (and by whom) a save of this folder started
 MARKER_FORMAT = "clip4clip-checkpoint/1"
-_STEP_FOLDER = re.compile(r"^step-(\d{8,})$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_LATEST_ALIASES = ("latest", LATEST)
 _CHUNK_BYTES = 8 * 1024 * 1024
 _CAS_ATTEMPTS = 50  # each lost race means another writer advanced latest.json; it converges fast
 _DOWNLOAD_THREADS = 4  # files fetched at once: one GET stream per file is bound by one connection
@@ -106,10 +110,6 @@ class CheckpointRef:
     files: dict[str, int]  # file name (relative to the folder) -> bytes
     sha256: dict[str, str] = field(repr=False)  # file name -> hex digest
     committed_utc: str = ""  # ISO 8601 time the marker was written
-
-
-def step_folder_name(step: int) -> str:
-    return f"step-{step:08d}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -401,10 +401,10 @@ class CheckpointStore:
         keys_by_folder: dict[str, set[str]] = {}
         for key in self.storage.list():
             folder, _, rest = key.partition("/")
-            if rest and _STEP_FOLDER.match(folder):
+            if rest and STEP_FOLDER.match(folder):
                 keys_by_folder.setdefault(folder, set()).add(rest)
         return {
-            _step_of(folder): _StepListing(name=folder, keys=frozenset(keys))
+            step_of(folder): _StepListing(name=folder, keys=frozenset(keys))
             for folder, keys in keys_by_folder.items()
         }
 
@@ -419,9 +419,9 @@ def resolve_checkpoint(url: str) -> CheckpointRef:
     folder without a commit marker, a checkpoint whose files do not match it, or a run with none."""
     trimmed = url.rstrip("/")
     parent, last = _split_last(trimmed)
-    if _STEP_FOLDER.match(last):
+    if STEP_FOLDER.match(last):
         return _resolve_step(parent, last)
-    run_url = parent if last in _LATEST_ALIASES else trimmed
+    run_url = parent if last in LATEST_ALIASES else trimmed
     store = _store_for_run_url(run_url)
     ref = store.latest()
     if ref is None:
@@ -630,12 +630,6 @@ def _run_parallel(work: Callable[[_T], Any], items: list[_T]) -> None:
 def _check_step(step: int) -> None:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise ValueError(f"step must be a non-negative int, got {step!r}")
-
-
-def _step_of(folder_name: str) -> int:
-    match = _STEP_FOLDER.match(folder_name)
-    assert match is not None, folder_name
-    return int(match.group(1))
 
 
 def _utc_now() -> str:

@@ -28,7 +28,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.clip4clip import CLIP4Clip
-from model.formats import WEIGHTS_FILE, save_model
+from model.formats import save_model
+from pipelines.checkpoint.layout import (
+    LOSS_CURVE_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    RUN_CONFIG_FILE,
+    TRAIN_STATE_FILE,
+    WEIGHTS_FILE,
+)
 from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.failpoints import failpoint
 from pipelines.training.batch_log import BatchLog
@@ -48,11 +56,6 @@ from pipelines.training.train_state import (
 )
 
 log = logging.getLogger(__name__)
-
-TRAIN_STATE_FILE = "train_state.pt"
-RUN_CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-LOSS_CURVE_FILE = "loss_curve.png"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,10 +367,10 @@ class _Session:
             return
         with tempfile.TemporaryDirectory(prefix="resume-") as folder:
             local = self.store.download(ref, folder)
-            saved = json.loads((local / RUN_CONFIG_FILE).read_text())
+            saved = json.loads((local / MODEL_CONFIG_FILE).read_text())
             # The same model is required; the weights come from the checkpoint, so where the initial
             # weights came from ("pretrained") may differ.
-            check_compatible(saved.get("model", {}), self.run_config.get("model", {}), ignore=("pretrained",))
+            check_compatible(saved, self.model.config.to_dict(), ignore=("pretrained",))
             self.model.load_state_dict(load_file(str(local / WEIGHTS_FILE), device=str(self.runtime.device)))
             step, position, rng = load_train_state(
                 local / TRAIN_STATE_FILE, optimizer=self.optimizer, scheduler=self.scheduler

@@ -18,12 +18,13 @@ import torch
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.losses import MILNCELoss, milnce_from_pair_scores
+from pipelines.checkpoint.layout import METRICS_FILE
 from pipelines.config_values import PositiveInt
 from pipelines.sharding.manifest import read_manifest
 from pipelines.storage import open_storage
 from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.clips import ClipConfig
-from pipelines.training.loop import METRICS_FILE, LoopConfig, LoopResult, train
+from pipelines.training.loop import LoopConfig, LoopResult, train
 from pipelines.training.optim import OptimConfig
 from pipelines.training.ray_job import WorkersConfig, run_ray_training
 from pipelines.training.runtime import Runtime

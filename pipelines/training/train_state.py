@@ -319,7 +319,7 @@ def check_compatible(
     asked = ", ".join(f"{key}={_show(wanted.get(key, _ABSENT))}" for key in differing)
     raise ValueError(
         f"checkpoint was trained with {trained}, this run asks for {asked}; use a new --run-name to start "
-        "a fresh run, or set the model config to the checkpoint's (its config.json) to resume it"
+        "a fresh run, or set the model config to the checkpoint's (its model_config.json) to resume it"
     )
 
 

@@ -1,0 +1,1 @@
+"""The trainer's checkpoint folder: its file names (layout)."""
