@@ -8,17 +8,14 @@ The init model comes from `--init` (init_model.py); checkpoints of the fine-tuni
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import tempfile
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
-from model.formats import load_model
 from model.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
-from pipelines.checkpoint.layout import RUN_CONFIG_FILE, WEIGHTS_FILE
+from pipelines.checkpoint.read import read_checkpoint
 from pipelines.config_values import PositiveInt
 from pipelines.finetuning.data import ClipTensorConfig, RetrievalPairs
 from pipelines.finetuning.datasets import read_split
@@ -189,16 +186,12 @@ def evaluate_finetuned(config: FinetuneConfig) -> tuple[dict, str]:
     ref = store.latest()
     if ref is None:
         raise RuntimeError(f"{store.url} holds no committed checkpoint after fine-tuning")
-    with tempfile.TemporaryDirectory(prefix="finetuned-") as folder:
-        local = store.download(ref, folder)
-        model = load_model(local)
-        started_from = json.loads((local / RUN_CONFIG_FILE).read_text()).get("init", {})
+    with read_checkpoint(ref, store=store) as checkpoint:
+        model = checkpoint.model()
+        started_from = checkpoint.run_config().get("init", {})
     identity = {
         "init": config.init.init,
-        "checkpoint": ref.url,
-        "step": ref.step,
-        "committed_utc": ref.committed_utc,
-        "weights_sha256": ref.sha256.get(WEIGHTS_FILE, ""),
+        **checkpoint.identity,
         "fine_tuned_from": started_from,  # the --init checkpoint's identity, as the run recorded it
     }
     return _evaluate(config, model, identity, mode="fine-tuned"), ref.url

@@ -12,22 +12,18 @@ read by model.clip_weights) is plain CLIP too, for offline clusters.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from model.clip4clip import CLIP4Clip
 from model.clip_weights import WEIGHT_FILE_SUFFIXES
 from model.config import CLIP4ClipConfig
 from model.formats import build_without_download, from_open_clip_state_dict
-from pipelines.checkpoint.layout import MODEL_CONFIG_FILE, WEIGHTS_FILE
+from pipelines.checkpoint.read import read_checkpoint
 from pipelines.config_values import PositiveInt
-from pipelines.training.checkpoints import download_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +69,13 @@ def load_init_model(config: InitConfig) -> InitModel:
         return InitModel(
             model=CLIP4Clip.from_config(model_config), identity={"init": config.init, "checkpoint": None}
         )
-    ref = resolve_checkpoint(config.init)
-    with tempfile.TemporaryDirectory(prefix="init-") as folder:
-        local = download_checkpoint(ref, folder)
-        saved_config, state = _read_weights(local, ref.url)
-        model = model_from_checkpoint_weights(saved_config, state, config, where=ref.url)
+    with read_checkpoint(config.init) as checkpoint:
+        state = checkpoint.weights()
+        saved_config = checkpoint.model_config()
+        model = model_from_checkpoint_weights(saved_config, state, config, where=checkpoint.ref.url)
     identity = {
         "init": config.init,
-        "checkpoint": ref.url,
-        "step": ref.step,
-        "committed_utc": ref.committed_utc,
-        "weights_sha256": ref.sha256.get(WEIGHTS_FILE, ""),
+        **checkpoint.identity,
         "checkpoint_head": saved_config.head,
         "head": model.config.head,
     }
@@ -93,15 +85,6 @@ def load_init_model(config: InitConfig) -> InitModel:
 def is_clip_weights_file(init: str) -> bool:
     """A local file of CLIP weights (`ViT-B-32.pt`), not a checkpoint folder of this trainer."""
     return "://" not in init and init.endswith(WEIGHT_FILE_SUFFIXES) and Path(init).is_file()
-
-
-def _read_weights(folder: Path, url: str) -> tuple[CLIP4ClipConfig, dict[str, torch.Tensor]]:
-    for name in (WEIGHTS_FILE, MODEL_CONFIG_FILE):
-        if not (folder / name).is_file():
-            raise ValueError(f"checkpoint {url} has no {name}: it is not a model checkpoint of this trainer")
-    return CLIP4ClipConfig.from_dict(json.loads((folder / MODEL_CONFIG_FILE).read_text())), load_file(
-        str(folder / WEIGHTS_FILE)
-    )
 
 
 def model_from_checkpoint_weights(

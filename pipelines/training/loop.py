@@ -23,20 +23,13 @@ from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.clip4clip import CLIP4Clip
 from model.formats import save_model
-from pipelines.checkpoint.layout import (
-    LOSS_CURVE_FILE,
-    METRICS_FILE,
-    MODEL_CONFIG_FILE,
-    RUN_CONFIG_FILE,
-    TRAIN_STATE_FILE,
-    WEIGHTS_FILE,
-)
+from pipelines.checkpoint.layout import LOSS_CURVE_FILE, METRICS_FILE, RUN_CONFIG_FILE, TRAIN_STATE_FILE
+from pipelines.checkpoint.read import read_checkpoint
 from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.failpoints import failpoint
 from pipelines.training.batch_log import BatchLog
@@ -365,17 +358,17 @@ class _Session:
         ref = self.store.latest()  # only committed checkpoints; a corrupt one is skipped with a warning
         if ref is None:
             return
-        with tempfile.TemporaryDirectory(prefix="resume-") as folder:
-            local = self.store.download(ref, folder)
-            saved = json.loads((local / MODEL_CONFIG_FILE).read_text())
+        with read_checkpoint(ref, store=self.store) as checkpoint:
             # The same model is required; the weights come from the checkpoint, so where the initial
             # weights came from ("pretrained") may differ.
-            check_compatible(saved, self.model.config.to_dict(), ignore=("pretrained",))
-            self.model.load_state_dict(load_file(str(local / WEIGHTS_FILE), device=str(self.runtime.device)))
-            step, position, rng = load_train_state(
-                local / TRAIN_STATE_FILE, optimizer=self.optimizer, scheduler=self.scheduler
+            check_compatible(
+                checkpoint.model_config_dict(), self.model.config.to_dict(), ignore=("pretrained",)
             )
-            history = json.loads((local / METRICS_FILE).read_text()).get("loss_history", [])
+            self.model.load_state_dict(checkpoint.weights(device=str(self.runtime.device)))
+            step, position, rng = load_train_state(
+                checkpoint.train_state_path, optimizer=self.optimizer, scheduler=self.scheduler
+            )
+            history = checkpoint.metrics().get("loss_history", [])
         restore_rng_state(rng)
         self.progress = _Progress(
             step=step, position=position, history=[tuple(h) for h in history], last_saved_step=step
