@@ -19,4 +19,8 @@ pip_install() {
 pip_install --upgrade pip
 pip_install -c constraints.txt "torch==2.13.0"
 pip_install -c constraints.txt -e ".[dev]"
+# PyPI's torchvision is a CUDA build that does not import next to CPU torch; this start-up hook makes
+# `import torchvision` / `import open_clip` work in any script run by this venv (model/torchvision_shim.py).
+SITE_PACKAGES="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+echo "import model.torchvision_shim as shim; shim.install_import_hook()" >"$SITE_PACKAGES/clip4clip_torchvision_shim.pth"
 echo "installed into $(pwd)/.venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -117,23 +117,58 @@ class LocalRayHead:
         working_dir: str | Path = ".",
         timeout_s: float = 1800,
         capture: bool = False,
+        chatter_log: Path | None = None,
     ) -> subprocess.CompletedProcess:
-        """`ray job submit` and wait; output streams to this process's stdout unless captured."""
+        """`ray job submit` and wait; output streams to this process's stdout unless captured. With
+        `chatter_log`, Ray's own INFO lines (packaging, submission banners, connection notices) go there
+        and the console keeps the job's output and every warning and error."""
         command = [
             str(venv_bin() / "ray"), "job", "submit",
             f"--address={self.dashboard_url}",
             f"--working-dir={working_dir}",
             "--", *entrypoint,
         ]  # fmt: skip
-        return subprocess.run(
-            command, env=self.environment(), timeout=timeout_s, capture_output=capture, text=True
-        )
+        if chatter_log is None or capture:
+            return subprocess.run(
+                command, env=self.environment(), timeout=timeout_s, capture_output=capture, text=True
+            )
+        return _run_sorting_chatter(command, self.environment(), timeout_s, chatter_log)
 
     def __enter__(self) -> LocalRayHead:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# Ray's own log lines: "2026-01-01 12:00:00,123<TAB>INFO cli.py:42 -- ...", and the C++ core's notice
+# that Ray Train's PreemptionWatcher actor keeps its arguments in the object store (Ray's, not ours).
+_RAY_CHATTER = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\t(DEBUG|INFO|SUCC)\b"
+    r"|^Running entrypoint for job "
+    r"|WARNING working_dir\.py:\d+ -- Directory '[^']+' is now ignored by default"
+    r"|core_worker\.cc:\d+: Actor with class name: 'PreemptionWatcher'"
+)
+
+
+def _run_sorting_chatter(
+    command: list[str], env: dict[str, str], timeout_s: float, chatter_log: Path
+) -> subprocess.CompletedProcess:
+    deadline = time.monotonic() + timeout_s
+    with (
+        open(chatter_log, "a") as log,
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            (log if _RAY_CHATTER.search(line) else sys.stdout).write(line)
+            if time.monotonic() > deadline:
+                process.kill()
+                raise subprocess.TimeoutExpired(command, timeout_s)
+        sys.stdout.flush()
+        return subprocess.CompletedProcess(command, process.wait())
 
 
 def session_dir_of_gcs(port: int) -> str:

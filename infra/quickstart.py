@@ -8,7 +8,8 @@
    gloo) on those shards, checkpoints to the S3 server;
 6. generate a tiny MSR-VTT-layout retrieval set (colour videos, captions naming the colours) and
    `ray job submit` the retrieval fine-tuning from that checkpoint, which evaluates zero-shot and
-   fine-tuned and prints the metrics table; print where everything is and the loss curve.
+   fine-tuned and prints the metrics table;
+7. export the fine-tuned model as an open_clip `local-dir:` folder; print where everything is and the loss curve.
 
     bash infra/quickstart.sh          # install + run
     bash infra/quickstart.sh stop     # stop the Ray head and the S3 server
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,29 +55,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
     collection = _step(
-        "1/6 generating a HowTo100M-style sample collection", lambda: _generate(workdir, config)
+        "1/7 generating a HowTo100M-style sample collection", lambda: _generate(workdir, config)
     )
     head, endpoint = _step(
-        "2/6 starting the S3-compatible server and the Ray head", lambda: _start_services(workdir, config)
+        "2/7 starting the S3-compatible server and the Ray head", lambda: _start_services(workdir, config)
     )
     shards, runs = f"s3://{config.bucket}/howto100m-sample-1fps", f"s3://{config.bucket}/runs"
-    print(f"\n== 3/6 ray job submit -> {head.dashboard_url}: sharding into {shards}", flush=True)
-    if not _submitted(head, "jobs/shard_howto100m.py", _job_args(collection, shards)):
+    print(f"\n== 3/7 ray job submit -> {head.dashboard_url}: sharding into {shards}", flush=True)
+    if not _submitted(head, "jobs/shard_howto100m.py", _job_args(collection, shards), workdir):
         return 1
-    sheet = _step("4/6 drawing a contact sheet from the first shard", lambda: _contact_sheet(shards, workdir))
+    sheet = _step("4/7 drawing a contact sheet from the first shard", lambda: _contact_sheet(shards, workdir))
     print(
-        f"\n== 5/6 ray job submit: MIL-NCE post-pretraining of the debug model -> {runs}/{RUN_NAME}",
+        f"\n== 5/7 ray job submit: MIL-NCE post-pretraining of the debug model -> {runs}/{RUN_NAME}",
         flush=True,
     )
-    if not _submitted(head, "jobs/post_pretrain.py", _training_args(shards, runs)):
+    if not _submitted(head, "jobs/post_pretrain.py", _training_args(shards, runs), workdir):
         return 1
-    retrieval = _step(
-        "6/6 generating a tiny MSR-VTT-layout retrieval set", lambda: _generate_retrieval(workdir)
+    print(f"\n== 6/7 ray job submit: fine-tune {RUN_NAME} for retrieval, evaluate zero-shot and fine-tuned")
+    retrieval = _generate_retrieval(workdir)
+    if not _submitted(head, "jobs/finetune_retrieval.py", _finetune_args(runs, retrieval, workdir), workdir):
+        return 1
+    export = _step(
+        "7/7 exporting the fine-tuned model for open_clip", lambda: _export_open_clip(runs, workdir)
     )
-    print(f"\n== 6/6 ray job submit: fine-tune {RUN_NAME} for retrieval, evaluate zero-shot and fine-tuned")
-    if not _submitted(head, "jobs/finetune_retrieval.py", _finetune_args(runs, retrieval, workdir)):
-        return 1
-    _print_where(shards, endpoint, head, sheet, runs, _download_loss_curve(runs, workdir))
+    _print_where(shards, endpoint, head, sheet, runs, _download_loss_curve(runs, workdir), export)
     return 0
 
 
@@ -90,10 +93,13 @@ def _start_services(workdir: Path, config: QuickstartConfig) -> tuple[LocalRayHe
     return head.start(), endpoint
 
 
-def _submitted(head: LocalRayHead, job: str, args: list[str]) -> bool:
-    result = head.submit_job([sys.executable, job, *args], working_dir=REPO)
+def _submitted(head: LocalRayHead, job: str, args: list[str], workdir: Path) -> bool:
+    chatter = workdir / "ray-job-submit.log"
+    result = head.submit_job([sys.executable, job, *args], working_dir=REPO, chatter_log=chatter)
     if result.returncode != 0:
-        print(f"{job} failed (exit {result.returncode}); see its output above", file=sys.stderr)
+        print(f"{job} failed (exit {result.returncode}); see its output above and {chatter}", file=sys.stderr)
+    else:
+        print(f"{job} succeeded (Ray's submission log: {chatter})", flush=True)
     return result.returncode == 0
 
 
@@ -106,6 +112,7 @@ def _generate(workdir: Path, config: QuickstartConfig):
     from pipelines.sample_collection import SampleCollectionSpec, generate_sample_collection
 
     root = workdir / "howto100m-sample"
+    shutil.rmtree(root, ignore_errors=True)  # ours from an earlier run: regenerated, so a rerun just works
     collection = generate_sample_collection(
         root, SampleCollectionSpec(num_good_videos=config.num_good_videos)
     )
@@ -147,6 +154,7 @@ def _training_args(shards: str, runs: str) -> list[str]:
 def _generate_retrieval(workdir: Path) -> Path:
     from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
 
+    shutil.rmtree(workdir / "msrvtt-sample", ignore_errors=True)  # ours from an earlier run
     sample = generate_sample_msrvtt(workdir / "msrvtt-sample")
     print(f"{len(sample.train_ids)} training + {len(sample.test_ids)} test videos in {sample.root}")
     return sample.root
@@ -161,6 +169,15 @@ def _finetune_args(runs: str, data: Path, workdir: Path) -> list[str]:
         "--short-side", "64", "--frame-cache", str(workdir / "frame-cache"), "--lr", "1e-3", "--coef-lr", "1.0",
         "--log-every", "9",
     ]  # fmt: skip
+
+
+def _export_open_clip(runs: str, workdir: Path) -> Path:
+    from pipelines.finetuning.exports import ExportConfig, export_checkpoint
+    from pipelines.finetuning.init_model import InitConfig
+
+    out = workdir / "export-open_clip"
+    init = InitConfig(init=f"{runs}/{FINETUNE_RUN_NAME}/latest")
+    return export_checkpoint(ExportConfig(init=init, format="open_clip", out=str(out)))
 
 
 def _download_loss_curve(runs: str, workdir: Path) -> Path:
@@ -202,13 +219,15 @@ def _contact_sheet(out: str, workdir: Path) -> Path:
     )
 
 
-def _print_where(out: str, endpoint: str, head: LocalRayHead, sheet: Path, runs: str, curve: Path) -> None:
+def _print_where(
+    out: str, endpoint: str, head: LocalRayHead, sheet: Path, runs: str, curve: Path, export: Path
+) -> None:
     print(
         f"""
 == done
 checkpoints   {runs}/{RUN_NAME}/step-NNNNNNNN/ (model.safetensors, train_state.pt, config.json, metrics.json; latest.json)
 fine-tuned    {runs}/{FINETUNE_RUN_NAME}/ (checkpoints; eval/zero-shot.json, eval/fine-tuned.json, eval/metrics.md)
-export        {venv_bin()}/python jobs/export_checkpoint.py --init {runs}/{FINETUNE_RUN_NAME}/latest --format open_clip --out model.pt
+open_clip     {export}  (open_clip.create_model_and_transforms('local-dir:{export}'): README, Exports)
 loss curve    {curve}
 shards        {out}/shards/            (WebDataset tars: <id>.json + <id>.NNNNNN.jpg at 1 fps)
 manifest      {out}/manifest/          (Parquet, one row per planned video: ok | failed + reason)

@@ -11,28 +11,30 @@ Metrics go to <checkpoints>/<run-name>/eval/ (JSON per mode + metrics.md) and ar
 
 from __future__ import annotations
 
-import logging
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
 from pipelines.finetuning.finetune import FinetuneConfig, run_retrieval
+from pipelines.ray_cluster import RayUnreachable, connect_to_ray
 from pipelines.storage import StorageError
 
 ALIASES = {"--model": "--backbone"}
 
 
 def main(argv: Sequence[str] | None = None, *, use_ray: bool = True) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(FinetuneConfig, argv, aliases=ALIASES)
+    setup_job_logging("finetune")
     try:
         if use_ray and (config.workers.use_gpu or not config.zero_shot):  # GPU evaluation runs as a Ray task
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(log_to_driver=True)  # inside `ray job submit`: the cluster it was submitted to
+            connect_to_ray()  # inside `ray job submit`: the cluster it was submitted to
         result = run_retrieval(config, use_ray=use_ray)
-    except (StorageError, ValueError) as error:
+    except (StorageError, ValueError, RayUnreachable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print("\n" + result.table)

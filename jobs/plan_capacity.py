@@ -9,6 +9,10 @@ GPU-hours, shard storage and the cluster shape that meets each target wall time.
 
 from __future__ import annotations
 
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 

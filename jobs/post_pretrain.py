@@ -12,7 +12,10 @@ failed, 2 bad input.
 
 from __future__ import annotations
 
-import logging
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 
@@ -20,28 +23,32 @@ import ray
 import ray.train
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
+from pipelines.ray_cluster import RayUnreachable, connect_to_ray
 from pipelines.storage import StorageError
-from pipelines.training.post_pretrain import PostPretrainConfig, run_post_pretraining
+from pipelines.training.post_pretrain import PostPretrainConfig, check_before_start, run_post_pretraining
 from pipelines.training.preemption import EXIT_PREEMPTED
 
 ALIASES = {"--model": "--backbone"}  # the spelling of the backbone choice
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(PostPretrainConfig, argv, aliases=ALIASES)
+    setup_job_logging("post-pretrain")
     try:
-        if not ray.is_initialized():
-            ray.init(log_to_driver=True)  # inside `ray job submit`: the cluster it was submitted to
+        check_before_start(config)  # a wrong --shards or store: one line, before Ray or any worker starts
+        connect_to_ray()  # inside `ray job submit`: the cluster it was submitted to
         result = run_post_pretraining(config)
-    except (StorageError, ValueError) as error:
+    except (StorageError, ValueError, RayUnreachable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ray.train.TrainingFailedError as error:
         print(f"training failed after {config.workers.max_failures} restarts: {error}", file=sys.stderr)
         return 1
     if result.preempted:
-        print(f"preempted, resumable: step {result.step} committed at {result.checkpoint}; submit again to continue")
+        print(
+            f"preempted, resumable: step {result.step} committed at {result.checkpoint}; submit again to continue"
+        )
         return EXIT_PREEMPTED
     losses = result.metrics.get("loss_history", [])
     print(

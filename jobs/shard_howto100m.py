@@ -10,19 +10,23 @@ Rerunning the same command resumes: complete shards are kept, the rest are redon
 
 from __future__ import annotations
 
-import logging
+# Run as `python jobs/<job>.py`: make that the project's virtualenv (jobs/_venv_guard.py).
+if not __package__:
+    import _venv_guard  # noqa: F401
+
 import sys
 from collections.abc import Sequence
 
 from pipelines.cli import parse_config
+from pipelines.console import setup_job_logging
 from pipelines.sharding.job import ShardingConfig, ShardingIncompleteError, run_sharding_job
 from pipelines.sharding.plan import PlanMismatchError
 from pipelines.storage import StorageError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(ShardingConfig, argv)
+    setup_job_logging("shard")
     try:
         run_sharding_job(config)
     except (PlanMismatchError, StorageError, FileNotFoundError, NotADirectoryError, ValueError) as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from model.clip_weights import load_clip_weights, looks_like_weights_file
 from model.openclip_import import open_clip
 
 # Our backbone names -> open_clip model names. "debug" is registered from open_clip_configs/ (a tiny ViT:
@@ -33,14 +34,19 @@ def open_clip_model_name(backbone: str) -> str:
 
 
 def create_clip(backbone: str, pretrained: str, quick_gelu: bool) -> open_clip.CLIP:
-    """An open_clip CLIP; pretrained is an open_clip tag ("openai"), a local file, or "" for random init."""
+    """An open_clip CLIP; pretrained is an open_clip tag ("openai"), a local weights file (OpenAI's
+    TorchScript `ViT-B-32.pt`, a plain state dict, safetensors: model.clip_weights), or "" for random init."""
     name = open_clip_model_name(backbone)
+    from_file = bool(pretrained) and looks_like_weights_file(pretrained)
     try:
-        clip = open_clip.create_model(name, pretrained=pretrained or None, force_quick_gelu=quick_gelu)
+        tag = None if from_file else (pretrained or None)
+        clip = open_clip.create_model(name, pretrained=tag, force_quick_gelu=quick_gelu)
     except RuntimeError as error:
         if not pretrained:
             raise
         raise PretrainedWeightsUnavailable(_weights_help(name, pretrained, error)) from error
+    if from_file:
+        load_clip_weights(clip, pretrained)  # ClipWeightsError (a ValueError) says what does not fit
     if not isinstance(clip, open_clip.CLIP) or not isinstance(
         clip.visual, open_clip.transformer.VisionTransformer
     ):

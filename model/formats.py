@@ -22,15 +22,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from model.backbone import create_clip
+from model.backbone import create_clip, open_clip_model_name
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
+from model.openclip_import import open_clip
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
-_CONFIG_METADATA_KEY = "clip4clip_config"
+MODEL_CONFIG_METADATA_KEY = "clip4clip_config"
+_CONFIG_METADATA_KEY = MODEL_CONFIG_METADATA_KEY
 
 # (our key prefix, CLIP4Clip key prefix); specific prefixes first, so "clip." matches last both ways.
 CLIP4CLIP_PREFIXES = (
@@ -183,16 +185,34 @@ def from_open_clip_state_dict(config: CLIP4ClipConfig, state_dict: dict[str, tor
     return CLIP4Clip(config, _clip_from_state_dict(config, state_dict))
 
 
-def save_open_clip_checkpoint(model: CLIP4Clip, path: str | Path) -> Path:
-    """Writes the open_clip state dict: safetensors if the name ends in .safetensors, else torch.save."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+OPEN_CLIP_CONFIG_FILE = "open_clip_config.json"  # the names open_clip's `local-dir:` loader looks for
+OPEN_CLIP_WEIGHTS_FILE = "open_clip_model.safetensors"
+
+
+def save_open_clip_folder(model: CLIP4Clip, folder: str | Path) -> Path:
+    """A folder that `open_clip.create_model_and_transforms('local-dir:<folder>')` loads with no project code:
+    open_clip_config.json (the backbone's open_clip model config, with its activation, and OpenAI's
+    preprocessing) + open_clip_model.safetensors (the CLIP state dict, also usable as `pretrained=<file>`)."""
+    folder = Path(folder)
+    if folder.suffix:
+        raise ValueError(
+            f"an open_clip export is a folder (open_clip's local-dir: layout), not a file: got {str(folder)!r}; "
+            f"pass a folder name such as {str(folder.with_suffix(''))!r}"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
     state = to_open_clip_state_dict(model)
-    if path.suffix == ".safetensors":
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    else:
-        torch.save(state, path)
-    return path
+    save_file({k: v.contiguous() for k, v in state.items()}, str(folder / OPEN_CLIP_WEIGHTS_FILE))
+    model_cfg = dict(open_clip.get_model_config(open_clip_model_name(model.config.backbone)))
+    model_cfg["quick_gelu"] = model.config.quick_gelu
+    preprocess_cfg = {
+        "size": model_cfg["vision_cfg"]["image_size"],
+        "mean": list(open_clip.OPENAI_DATASET_MEAN),
+        "std": list(open_clip.OPENAI_DATASET_STD),
+    }
+    (folder / OPEN_CLIP_CONFIG_FILE).write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2)
+    )
+    return folder
 
 
 def _clip_from_state_dict(config: CLIP4ClipConfig, state_dict: dict[str, torch.Tensor]):

@@ -1,71 +1,35 @@
 """The one place that imports open_clip (everything else does `from model.openclip_import import open_clip`).
 
-Why this module exists: open_clip imports torchvision (transforms, FrozenBatchNorm2d). On a machine with a
-CPU-only torch and PyPI's default torchvision wheel (a CUDA build), torchvision's compiled ops library fails to
-load, and `import torchvision` then dies in `torchvision/_meta_registrations.py` with
-`RuntimeError: operator torchvision::nms does not exist`: that file registers fake kernels for `nms` and `qnms`
-without first checking that the ops exist (its other registrations are guarded). We never call those ops, so
-when -- and only when -- the import fails with exactly that error, we declare the missing operator schemas
-(no kernels) and import again. Calling `torchvision.ops.nms` afterwards still fails loudly ("no kernel"), which
-is the truth. Where torchvision imports cleanly (a matching CUDA or CPU build) this module does nothing extra.
+open_clip imports torchvision, which does not import next to a CPU-only torch without the workaround in
+`model.torchvision_shim`; installing its hook first makes this import work on every machine.
 """
 
 from __future__ import annotations
 
-import re
-import sys
+import logging
+from pathlib import Path
 
-import torch
+from model.torchvision_shim import install_import_hook, schemas_declared
 
-# Schemas as torchvision's C++ library declares them (torchvision/csrc/ops/nms.cpp, quantized/cpu/qnms_kernel.cpp).
-_TORCHVISION_OP_SCHEMAS = {
-    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-}
-_MISSING_OP_ERROR = re.compile(r"operator torchvision::(\w+) does not exist")
-_shim_library: torch.library.Library | None = None  # kept alive: dropping it would undo the definitions
+install_import_hook()
 
+import open_clip  # noqa: E402  (must follow the hook above)
 
-def missing_torchvision_op(error: BaseException) -> str | None:
-    """The op name if `error` is torchvision's 'operator torchvision::<op> does not exist', else None."""
-    match = _MISSING_OP_ERROR.search(str(error))
-    return match.group(1) if match else None
+TORCHVISION_SHIM_USED = schemas_declared()
+_OPEN_CLIP_DIR = str(Path(open_clip.__file__).parent)
 
 
-def _forget_partial_torchvision_import() -> None:
-    for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-        del sys.modules[name]
-
-
-def _define_torchvision_op_schemas() -> None:
-    global _shim_library
-    if _shim_library is not None:
-        return
-    _shim_library = torch.library.Library("torchvision", "FRAGMENT")
-    for schema in _TORCHVISION_OP_SCHEMAS.values():
-        _shim_library.define(schema)
-
-
-def import_torchvision_with_shim() -> bool:
-    """Import torchvision; returns True if the op-schema workaround was needed.
-
-    Raises the original error for any failure other than the known missing-operator one.
-    """
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError as error:
-        if missing_torchvision_op(error) not in _TORCHVISION_OP_SCHEMAS:
-            raise
-        _forget_partial_torchvision_import()
-        _define_torchvision_op_schemas()
-        import torchvision  # noqa: F401
-
+def _not_open_clip_chatter(record: logging.LogRecord) -> bool:
+    """open_clip logs every model build step on the root logger, and warns "No pretrained weights loaded"
+    whenever we build with pretrained=None, which we always do on purpose (random init, or our weights are
+    loaded right after). Its other warnings and its errors pass."""
+    if not record.pathname.startswith(_OPEN_CLIP_DIR):
         return True
-    return False
+    if record.levelno >= logging.ERROR:
+        return True
+    return record.levelno >= logging.WARNING and "No pretrained weights loaded" not in record.getMessage()
 
 
-TORCHVISION_SHIM_USED = import_torchvision_with_shim()
+logging.getLogger().addFilter(_not_open_clip_chatter)
 
-import open_clip  # noqa: E402  (must follow the torchvision import above)
-
-__all__ = ["TORCHVISION_SHIM_USED", "import_torchvision_with_shim", "missing_torchvision_op", "open_clip"]
+__all__ = ["TORCHVISION_SHIM_USED", "open_clip"]

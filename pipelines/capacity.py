@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.training.post_pretrain import ClipDataConfig
 
 SHARD_SCHEMA = "shard_throughput/v1"
@@ -41,15 +42,15 @@ class CapacityConfig:
     train_results: str = (
         "benchmarks/results/train_throughput.json"  # written by benchmarks/train_throughput.py
     )
-    videos: int = 380_000  # subset size (HowTo100M-380k)
-    mean_duration_s: float = 400.0  # average video length; 380k x 400 s ~ 152 million video seconds
-    epochs: float = 1.0  # passes over the subset's clips
-    clips_per_video: int = ClipDataConfig().clips_per_video  # clips cut from each video read
-    sharding_hours: float = 24.0  # target wall time for the sharding job
-    training_hours: float = 72.0  # target wall time for post-pretraining
-    cores_per_cpu_node: int = 32  # vCPUs of one sharding worker node
-    gpus_per_gpu_node: int = 8  # GPUs of one training worker node
-    ddp_efficiency: float = 1.0  # per-GPU throughput kept at scale (1.0 = linear scaling)
+    videos: PositiveInt = 380_000  # subset size (HowTo100M-380k)
+    mean_duration_s: PositiveFloat = 400.0  # average video length; 380k x 400 s ~ 152 million video seconds
+    epochs: PositiveFloat = 1.0  # passes over the subset's clips
+    clips_per_video: PositiveInt = ClipDataConfig().clips_per_video  # clips cut from each video read
+    sharding_hours: PositiveFloat = 24.0  # target wall time for the sharding job
+    training_hours: PositiveFloat = 72.0  # target wall time for post-pretraining
+    cores_per_cpu_node: PositiveInt = 32  # vCPUs of one sharding worker node
+    gpus_per_gpu_node: PositiveInt = 8  # GPUs of one training worker node
+    ddp_efficiency: PositiveFloat = 1.0  # per-GPU throughput kept at scale (1.0 = linear scaling)
     assume_train_clips_per_second_per_gpu: float = 0.0  # >0: plan training with this figure (an assumption)
 
     def __post_init__(self) -> None:

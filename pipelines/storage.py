@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -494,6 +495,8 @@ def _make_s3_client(endpoint_url: str | None, config: S3StorageConfig) -> Any:
     import boto3.session
     import botocore.config
 
+    # botocore says "Found credentials in environment variables" at INFO for every client, in every process
+    logging.getLogger("botocore.credentials").setLevel(logging.WARNING)
     client_config = botocore.config.Config(
         retries={"max_attempts": config.max_attempts, "mode": "standard"},
         connect_timeout=config.connect_timeout_s,

@@ -31,11 +31,9 @@ def checkpoints(tmp_path_factory):
 
 def test_open_clip_export_loads_through_open_clips_factory_with_the_same_features(checkpoints, tmp_path):
     model, run = checkpoints["seqTransf"]
-    out = tmp_path / "open_clip.pt"
+    out = tmp_path / "open_clip"
     assert main(["--init", f"{run}/latest", "--format", "open_clip", "--out", str(out)]) == 0
-    peer, _, preprocess = open_clip.create_model_and_transforms(
-        "clip4clip-debug", pretrained=str(out), force_quick_gelu=True
-    )
+    peer, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
     peer.eval()
     video = torch.randn(2, 3, 3, 64, 64)  # (B, T, 3, H, W)
     tokens = model.tokenizer()(["fold the paper", "a red screen turns blue"])

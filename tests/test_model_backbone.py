@@ -41,9 +41,10 @@ def test_openai_weights_go_through_open_clip_and_fail_clearly_offline(monkeypatc
     assert isinstance(error.value.__cause__, RuntimeError)  # open_clip's own error, kept for the details
 
 
-def test_missing_local_file_is_reported_the_same_way(tmp_path):
-    with pytest.raises(PretrainedWeightsUnavailable, match="not a known tag or valid file path"):
+def test_missing_local_file_is_reported_as_missing_not_as_a_download(tmp_path):
+    with pytest.raises(ValueError, match="does not exist") as error:
         create_clip("debug", str(tmp_path / "nope.bin"), quick_gelu=True)
+    assert "fetch" not in str(error.value)
 
 
 def test_pretrained_local_file_is_loaded_by_open_clip(tmp_path):

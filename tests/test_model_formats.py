@@ -12,6 +12,7 @@ from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.formats import (
     CONFIG_FILE,
+    OPEN_CLIP_WEIGHTS_FILE,
     WEIGHTS_FILE,
     from_clip4clip_state_dict,
     from_open_clip_state_dict,
@@ -19,7 +20,7 @@ from model.formats import (
     load_model,
     save_clip4clip_checkpoint,
     save_model,
-    save_open_clip_checkpoint,
+    save_open_clip_folder,
     to_clip4clip_state_dict,
     to_open_clip_state_dict,
 )
@@ -230,11 +231,11 @@ def test_clip4clip_import_ignores_other_heads_and_rejects_incomplete_clip(caplog
 # --- open_clip state dict -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
-def test_open_clip_export_loads_in_open_clip_with_identical_encoders(suffix, tmp_path):
+def test_open_clip_export_loads_as_local_dir_with_identical_encoders(tmp_path):
     model = trained_looking_model("seqTransf")
-    path = save_open_clip_checkpoint(model, tmp_path / f"open_clip_model{suffix}")
-    peer = open_clip.create_model("clip4clip-debug", pretrained=str(path), force_quick_gelu=True).eval()
+    folder = save_open_clip_folder(model, tmp_path / "open_clip")
+    peer, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    peer.eval()
     video = torch.randn(1, 3, 3, 64, 64)
     tokens = model.tokenizer()(["fold the paper"])
     with torch.no_grad():
@@ -243,6 +244,13 @@ def test_open_clip_export_loads_in_open_clip_with_identical_encoders(suffix, tmp
         )
         text = torch.nn.functional.pad(tokens, (0, 77 - tokens.shape[1]))
         torch.testing.assert_close(peer.encode_text(text, normalize=True), model.encode_text(tokens))
+    resize = preprocess.transforms[0]
+    assert resize.size == 64  # the debug backbone's frame size, from the folder's own preprocess config
+
+
+def test_open_clip_export_refuses_a_file_name(tmp_path):
+    with pytest.raises(ValueError, match="is a folder"):
+        save_open_clip_folder(trained_looking_model("meanP"), tmp_path / "model.pt")
 
 
 @pytest.mark.parametrize("head", ["meanP", "seqTransf"])
@@ -257,8 +265,8 @@ def test_open_clip_round_trip_identical_outputs(head):
 
 def test_open_clip_round_trip_via_pretrained_file(tmp_path):
     model = trained_looking_model("meanP")
-    path = save_open_clip_checkpoint(model, tmp_path / "clip.safetensors")
-    config = CLIP4ClipConfig(backbone="debug", pretrained=str(path), head="meanP")
+    folder = save_open_clip_folder(model, tmp_path / "clip")
+    config = CLIP4ClipConfig(backbone="debug", pretrained=str(folder / OPEN_CLIP_WEIGHTS_FILE), head="meanP")
     assert_same_outputs(model, CLIP4Clip.from_config(config).eval())
 
 

@@ -33,7 +33,11 @@ def video_tensor(
     cache: FrameCache, item: RetrievalItem, config: ClipTensorConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(max_frames, 3, S, S) CLIP-normalised centre crops, zero-padded, and the frame mask (max_frames,)."""
-    jpegs = cache.sampled_frames(item.path, config.max_frames)
+    return frames_tensor(cache.sampled_frames(item.path, config.max_frames), config)
+
+
+def frames_tensor(jpegs: Sequence[bytes], config: ClipTensorConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to max_frames JPEGs -> video_tensor's (video, mask)."""
     frames = decode_clip(jpegs, FrameConfig(image_size=config.image_size), np.random.default_rng(0))
     video = torch.zeros(config.max_frames, 3, config.image_size, config.image_size)
     video[: len(jpegs)] = frames

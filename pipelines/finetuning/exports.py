@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +13,7 @@ from model.formats import (
     WEIGHTS_FILE,
     save_clip4clip_checkpoint,
     save_model,
-    save_open_clip_checkpoint,
+    save_open_clip_folder,
 )
 from pipelines.finetuning.init_model import InitConfig, load_init_model
 
@@ -26,16 +26,17 @@ class ExportConfig:
 
     init: InitConfig
     format: Literal["open_clip", "clip4clip", "safetensors"] = "open_clip"
-    out: str = field(
-        default="export"
-    )  # file (open_clip, clip4clip) or folder (safetensors: model.safetensors + model_config.json)
+    out: str = "export"
+    """open_clip: a folder (open_clip_config.json + open_clip_model.safetensors; load it with
+    open_clip.create_model_and_transforms('local-dir:<out>')). clip4clip: a file (or a folder, for
+    <out>/pytorch_model.bin). safetensors: <out>.safetensors + <out>.json, or a folder without a suffix."""
 
 
 def export_checkpoint(config: ExportConfig) -> Path:
     model = load_init_model(config.init).model
     out = Path(config.out)
     if config.format == "open_clip":
-        return save_open_clip_checkpoint(model, out)
+        return save_open_clip_folder(model, out)
     if config.format == "clip4clip":
         return save_clip4clip_checkpoint(model, out if out.suffix else out / "pytorch_model.bin")
     if config.format == "safetensors":

@@ -18,6 +18,7 @@ import torch
 
 from model.formats import WEIGHTS_FILE, load_model
 from model.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
+from pipelines.config_values import PositiveInt
 from pipelines.finetuning.data import ClipTensorConfig, RetrievalPairs
 from pipelines.finetuning.datasets import read_split
 from pipelines.finetuning.evaluate import EvalConfig, evaluate_model, metrics_table, write_report
@@ -38,7 +39,7 @@ class RetrievalDataConfig:
     dataset: str = "msrvtt"  # msrvtt | msvd | lsmdc | activitynet | didemo | generic
     data_root: str = "."  # the dataset folder in its published layout
     split: str = "9k"  # MSR-VTT's training split: 9k or 7k (other datasets have one)
-    batch_size: int = 128  # global batch (pairs per optimizer step over all workers), as the paper
+    batch_size: PositiveInt = 128  # global batch (pairs per optimizer step over all workers), as the paper
     loader_workers: int = 2  # DataLoader processes per training worker
 
 
@@ -57,10 +58,11 @@ class FinetuneConfig:
     run_name: str = ""  # "" = <dataset>[-<head>]-finetune; the same name resumes
     zero_shot: bool = False  # evaluate the init model only, no training
     zero_shot_baseline: bool = True  # also evaluate the init model before fine-tuning (the table's first row)
-    epochs: int = 5
-    grad_accum: int = 1
-    log_every: int = 10
+    epochs: PositiveInt = 5
+    grad_accum: PositiveInt = 1
+    log_every: PositiveInt = 10
     seed: int = 0
+    """Seeds the model's new layers, data order and every RNG: same seed, config and workers, same bytes."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     @property
@@ -99,8 +101,7 @@ def finetune_worker(
     config: FinetuneConfig, runtime: Runtime, report=lambda metrics: None, wrap=lambda m: m
 ) -> LoopResult:
     """One training worker's job (also runnable without Ray: single_process_runtime(), no wrap)."""
-    torch.manual_seed(config.seed)  # a new head is random-initialised identically on every rank
-    init = load_init_model(config.init)
+    init = seeded_init_model(config)
     split = read_split(config.data.dataset, config.data.data_root, "train", config.data.split)
     cache = FrameCache(config.frames)
     # Ranks decode disjoint shares first (ranks on one machine share the cache), then pick up the rest.
@@ -134,6 +135,13 @@ def finetune_worker(
     )
 
 
+def seeded_init_model(config: FinetuneConfig) -> InitModel:
+    """The --init model with any new head's random layers drawn under the run's seed: identical on every rank
+    and in the zero-shot evaluation, which therefore scores exactly the model fine-tuning starts from."""
+    torch.manual_seed(config.seed)
+    return load_init_model(config.init)
+
+
 def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int) -> dict:
     return {
         "run_name": config.resolved_run_name,
@@ -145,9 +153,22 @@ def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int) -> d
     }
 
 
+def check_dataset(config: FinetuneConfig) -> None:
+    """The splits every step reads, read first (ValueError naming --dataset / --data-root): a wrong layout is
+    answered in seconds, before a model is built or a worker starts."""
+    parts = ("test",) if config.zero_shot else ("train", "test")
+    for part in parts:
+        try:
+            read_split(config.data.dataset, config.data.data_root, part, config.data.split)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"--dataset {config.data.dataset} --data-root {config.data.data_root}: {error}"
+            ) from None
+
+
 def evaluate_init(config: FinetuneConfig) -> dict:
     """The zero-shot report of the --init model on the test split."""
-    init = load_init_model(config.init)
+    init = seeded_init_model(config)
     return _evaluate(config, init.model, init.identity, mode="zero-shot")
 
 
@@ -187,6 +208,7 @@ def run_retrieval(
 ) -> RetrievalResult:
     """Zero-shot evaluation, or fine-tuning (on Ray Train, or in this process with use_ray=False) + evaluation."""
     on_gpu = use_ray and config.workers.use_gpu
+    check_dataset(config)
     reports = [_run(evaluate_init, config, on_gpu)] if config.zero_shot or config.zero_shot_baseline else []
     checkpoint = None
     if not config.zero_shot:

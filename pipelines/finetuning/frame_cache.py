@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.finetuning.datasets.base import RetrievalItem, SkippedItem
 from pipelines.video import DecodeConfig, VideoDecodeError, decode_frames_at_1fps, split_concatenated_jpegs
 
@@ -33,9 +34,9 @@ _SUFFIX = ".mjpeg"
 @dataclass(frozen=True, kw_only=True)
 class FrameCacheConfig:
     frame_cache: str = DEFAULT_CACHE  # local folder for decoded frames (per machine)
-    decode_threads: int = 4  # ffmpeg processes at once while filling the cache
+    decode_threads: PositiveInt = 4  # ffmpeg processes at once while filling the cache
     short_side: int = 224  # decoded frame size (short side, pixels); the sharding job's default
-    decode_timeout_s: float = 300.0
+    decode_timeout_s: PositiveFloat = 300.0
 
 
 def uniform_frame_indices(num_frames: int, max_frames: int) -> list[int]:

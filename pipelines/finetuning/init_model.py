@@ -5,6 +5,8 @@ trainer: "<root>/<run>/step-N", "<root>/<run>/latest" or "<root>/<run>", local o
 folders are refused by resolve_checkpoint). Its weights must be complete for the model config it records;
 the fine-tuning head may differ from the post-pretraining one, and a new head is then initialised from the
 checkpoint's CLIP weights as the paper does (positions from the text encoder, layers from CLIP's).
+A local CLIP weights file (OpenAI's own `ViT-B-32.pt` TorchScript archive, a plain state dict, safetensors;
+read by model.clip_weights) is plain CLIP too, for offline clusters.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import torch
 from safetensors.torch import load_file
 
 from model.clip4clip import CLIP4Clip
+from model.clip_weights import WEIGHT_FILE_SUFFIXES
 from model.config import CLIP4ClipConfig
 from model.formats import CONFIG_FILE, WEIGHTS_FILE, build_without_download, from_open_clip_state_dict
+from pipelines.config_values import PositiveInt
 from pipelines.training.checkpoints import download_checkpoint, resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -32,15 +36,17 @@ _HEAD_FIELDS = ("head", "head_num_layers", "cross_num_hidden_layers", "tight_var
 
 @dataclass(frozen=True, kw_only=True)
 class InitConfig:
-    init: (
-        str  # "openai" (plain CLIP) or a committed checkpoint: <root>/<run>[/latest|/step-N], local or s3://
-    )
-    backbone: str = (
-        ""  # expected model size ("ViT-B-32", "debug", ...); "" = the checkpoint's (ViT-B-32 for openai)
-    )
-    head: str = ""  # similarity head to fine-tune/evaluate; "" = the checkpoint's (meanP for openai)
-    max_frames: int = 12
-    max_words: int = 32
+    init: str
+    """The model to start from: a committed checkpoint (<root>/<run>, <root>/<run>/latest or
+    <root>/<run>/step-NNNNNNNN; local or s3://), "openai" for plain CLIP, or OpenAI's own weights file
+    (/path/ViT-B-32.pt)."""
+    backbone: str = ""
+    """Expected model size ("ViT-B-32", "debug", ...); "" = the checkpoint's (ViT-B-32 for openai)."""
+    head: str = ""
+    """Similarity head of the model built (meanP, seqLSTM, seqTransf, tightTransf); "" = the checkpoint's
+    (meanP for openai). Another head than the checkpoint's is initialised from its CLIP weights."""
+    max_frames: PositiveInt = 12
+    max_words: PositiveInt = 32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,16 +56,21 @@ class InitModel:
 
 
 def load_init_model(config: InitConfig) -> InitModel:
-    if config.init == OPENAI:
+    if config.init == OPENAI and config.backbone == "debug":
+        raise ValueError(
+            "--init openai loads OpenAI's CLIP weights, which the 'debug' backbone has none of: pass "
+            "--init <a checkpoint of a debug run> (e.g. the quick start's), or --model ViT-B-32 for plain CLIP"
+        )
+    if config.init == OPENAI or is_clip_weights_file(config.init):
         model_config = CLIP4ClipConfig(
             backbone=config.backbone or "ViT-B-32",  # type: ignore[arg-type]  # checked by CLIP4ClipConfig
-            pretrained=OPENAI,
+            pretrained=config.init,
             head=config.head or "meanP",  # type: ignore[arg-type]
             max_frames=config.max_frames,
             max_words=config.max_words,
         )
         return InitModel(
-            model=CLIP4Clip.from_config(model_config), identity={"init": OPENAI, "checkpoint": None}
+            model=CLIP4Clip.from_config(model_config), identity={"init": config.init, "checkpoint": None}
         )
     ref = resolve_checkpoint(config.init)
     with tempfile.TemporaryDirectory(prefix="init-") as folder:
@@ -76,6 +87,11 @@ def load_init_model(config: InitConfig) -> InitModel:
         "head": model.config.head,
     }
     return InitModel(model=model, identity=identity)
+
+
+def is_clip_weights_file(init: str) -> bool:
+    """A local file of CLIP weights (`ViT-B-32.pt`), not a checkpoint folder of this trainer."""
+    return "://" not in init and init.endswith(WEIGHT_FILE_SUFFIXES) and Path(init).is_file()
 
 
 def _read_weights(folder: Path, url: str) -> tuple[CLIP4ClipConfig, dict[str, torch.Tensor]]:

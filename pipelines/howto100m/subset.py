@@ -30,11 +30,11 @@ SUBSET_NAMES = ("all", "howto100m-380k", "categories")
 class SubsetConfig:
     subset: str = "all"  # "all" | "howto100m-380k" | "categories" (uses `categories`)
     categories: tuple[str, ...] = ()  # category_1 or "category_1/category_2" values, for subset="categories"
-    id_list: str | None = (
-        None  # a text file of video ids, one per line ('#' comments); intersected with the rest
-    )
+    id_list: str | None = None
+    """A text file of video ids, one per line ('#' comments); the selection is intersected with it."""
     max_videos: int = 0  # 0 = no cap; else a deterministic pseudo-random sample (hash of seed + id)
     seed: int = 0
+    """Which pseudo-random sample --max-videos takes (the same seed selects the same videos)."""
 
     def __post_init__(self) -> None:
         if self.subset not in SUBSET_NAMES:

@@ -17,6 +17,7 @@ import webdataset as wds
 from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.cli import parse_config
+from pipelines.config_values import PositiveInt
 from pipelines.storage import open_storage
 
 CELL_WIDTH = 224
@@ -25,11 +26,13 @@ TEXT_LINES = 5
 
 @dataclass(frozen=True, kw_only=True)
 class ContactSheetConfig:
+    """Draw one video's frames from a shard as a PNG, each with the ASR caption spoken at that second."""
+
     shard: str  # a shard tar: local path or s3://bucket/prefix/shards/NAME.tar
     out: str = "contact_sheet.png"  # PNG to write (local path)
     video_id: str = ""  # which sample; "" = the first one in the shard
-    max_frames: int = 16
-    columns: int = 4
+    max_frames: PositiveInt = 16
+    columns: PositiveInt = 4
 
 
 def read_sample(shard_path: str | Path, video_id: str = "") -> dict:

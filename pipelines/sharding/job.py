@@ -7,6 +7,7 @@ are redone whole, so a crash at any point loses and duplicates nothing.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from tqdm import tqdm
 
 from pipelines.failpoints import failpoint_runtime_env
 from pipelines.howto100m import SubsetConfig
+from pipelines.ray_cluster import connect_to_ray
 from pipelines.sharding.manifest import completed_shards
 from pipelines.sharding.plan import Plan, ShardLayoutConfig, SourceConfig, load_or_create_plan
 from pipelines.sharding.shard_task import ShardReport, ShardTask, process_shard
@@ -27,9 +29,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, kw_only=True)
 class RayConfig:
-    ray_address: str = (
-        ""  # "" = the cluster this job was submitted to (or a new local one); "auto"; "host:port"
-    )
+    ray_address: str = ""
+    """Ray cluster to run on: "" = the one this job was submitted to (or a new local one); "auto"; host:port."""
     max_in_flight: int = 0  # shard tasks submitted at once; 0 = 2 x the cluster's CPUs
     task_retries: int = 3  # Ray retries of a shard task whose worker or node died
     gpus_per_task: float = 0.0  # with --decoder nvdec: the share of a GPU each shard task needs (e.g. 0.125)
@@ -100,7 +101,9 @@ def _run_shard_tasks(
     in_flight: dict[ray.ObjectRef, int] = {}
     reports: list[ShardReport] = []
     errors: dict[int, str] = {}
-    with tqdm(total=sum(len(plan.shard_videos(s)) for s in pending), unit="video", mininterval=1.0) as bar:
+    total = sum(len(plan.shard_videos(s)) for s in pending)
+    # In a log (ray job output is not a terminal) every refresh is a new line: refresh less often there.
+    with tqdm(total=total, unit="video", mininterval=1.0 if sys.stderr.isatty() else 10.0) as bar:
         while queue or in_flight:
             while queue and len(in_flight) < limit:
                 shard = queue.pop(0)
@@ -115,7 +118,9 @@ def _run_shard_tasks(
                 continue
             reports.append(report)
             bar.update(report.ok + report.failed)
-            bar.set_postfix(ok=sum(r.ok for r in reports), failed=sum(r.failed for r in reports))
+            bar.set_postfix(
+                ok=sum(r.ok for r in reports), failed=sum(r.failed for r in reports), refresh=False
+            )
     return reports, errors
 
 
@@ -135,8 +140,4 @@ def shard_task_for(plan: Plan, shard: int, config: ShardingConfig) -> ShardTask:
 
 
 def _connect(address: str) -> None:
-    if ray.is_initialized():
-        return
-    # Inside `ray job submit` RAY_ADDRESS is set and ray.init() joins that cluster; run directly
-    # with no address, it starts a local one.
-    ray.init(address=address or None, log_to_driver=True)
+    connect_to_ray(address)

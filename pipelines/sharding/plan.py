@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.config_values import PositiveInt
 from pipelines.howto100m import (
     SubsetConfig,
     build_caption_index,
@@ -44,7 +45,7 @@ class SourceConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ShardLayoutConfig:
-    videos_per_shard: int = 32  # ~32 x 400 s x ~12 KB/frame = ~150 MB tars for HowTo100M
+    videos_per_shard: PositiveInt = 32  # ~32 x 400 s x ~12 KB/frame = ~150 MB tars for HowTo100M
     shard_name: str = "howto100m"  # tar names: shards/<shard_name>-000123.tar
 
 

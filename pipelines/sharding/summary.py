@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -44,9 +45,10 @@ class ShardingSummary:
             f"shards      {self.complete_shards}/{self.total_shards} complete",
             f"videos      {self.ok_videos} ok, {failed} failed, {self.manifest_rows}/{self.planned_videos} in manifest",
         ]
-        lines += [
-            f"  failed    {count:6d}  {reason}" for reason, count in sorted(self.failed_by_reason.items())
-        ]
+        by_count = sorted(self.failed_by_reason.items(), key=lambda item: (-item[1], item[0]))
+        reasons = ", ".join(f"{count} {reason}" for reason, count in by_count)
+        # a wrapped paragraph: a run with every kind of failure still reads at a glance
+        lines += textwrap.wrap(reasons, width=100, initial_indent="  failed    ", subsequent_indent=" " * 12)
         lines += [
             f"frames      {self.frames} (1 fps), {self.video_hours:.3f} h of video",
             f"this run    {self.run_shards} shards, {self.run_video_seconds:.0f} s of video in {self.run_wall_seconds:.1f} s wall",

@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.failpoints import failpoint
 from pipelines.storage import (
     TEMP_PREFIX,
@@ -78,14 +79,14 @@ class CheckpointCorrupt(CheckpointError):
 class CheckpointConfig:
     """When to checkpoint and how many to keep."""
 
-    every_steps: int = 1000  # the trainer saves when step % every_steps == 0, and at the end
-    keep_last: int = 3  # committed checkpoints kept (plus whichever latest.json points at)
+    every_steps: PositiveInt = 1000  # the trainer saves when step % every_steps == 0, and at the end
+    keep_last: PositiveInt = 3  # committed checkpoints kept (plus whichever latest.json points at)
     # False for S3-compatible stores without If-Match / If-None-Match: latest.json is then advanced by
     # read-compare-write, safe with one writer (the normal case) but not against concurrent ones.
     conditional_writes: bool = True
     # An uncommitted folder whose save started longer ago than this is a crash leftover (prunable);
     # younger ones may be a save still uploading. Longer than any single save takes.
-    stale_save_after_s: float = 3600.0
+    stale_save_after_s: PositiveFloat = 3600.0
 
     def __post_init__(self) -> None:
         if self.every_steps < 1:
@@ -443,9 +444,14 @@ def _resolve_step(run_url: str, name: str) -> CheckpointRef:
     if ref is not None:
         return ref
     committed = [r.name for r in store.committed()]
+    if not committed:
+        raise ValueError(
+            f"{store.storage.uri(name)} is not a usable checkpoint: it {why}, and {store.url} has no committed "
+            f"checkpoint at all; check the path (a run folder holds step-NNNNNNNN/ folders)"
+        )
     raise ValueError(
         f"{store.storage.uri(name)} is not a usable checkpoint: it {why}. Committed checkpoints of this run: "
-        f"{committed or 'none'}; or pass {store.url}/latest"
+        f"{committed}; pass one of them, or {store.url}/latest for the newest"
     )
 
 

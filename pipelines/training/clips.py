@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.config_values import PositiveInt
+
 SHARD_FPS = 1.0  # frames per second in the shards (the sharding contract)
 
 
@@ -41,9 +43,9 @@ class BadSampleError(ValueError):
 
 @dataclass(frozen=True, kw_only=True)
 class ClipConfig:
-    max_frames: int = 12  # T: frames per clip
-    candidates: int = 5  # K: captions per clip (the anchor + its K-1 nearest in time)
-    clips_per_video: int = 8  # upper bound; fewer for short videos or few captions
+    max_frames: PositiveInt = 12  # T: frames per clip
+    candidates: PositiveInt = 5  # K: captions per clip (the anchor + its K-1 nearest in time)
+    clips_per_video: PositiveInt = 8  # upper bound; fewer for short videos or few captions
     frame_stride_s: float = 1.0  # seconds between a clip's frames: a whole number of shard frames
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import resource
 import tempfile
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
+import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import nn
@@ -27,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from model.clip4clip import CLIP4Clip
 from model.formats import WEIGHTS_FILE, save_model
+from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.failpoints import failpoint
 from pipelines.training.batch_log import BatchLog
 from pipelines.training.checkpoints import CheckpointRef, CheckpointStore
@@ -54,16 +57,17 @@ LOSS_CURVE_FILE = "loss_curve.png"
 
 @dataclass(frozen=True, kw_only=True)
 class LoopConfig:
-    max_steps: int = 1000  # optimizer steps in total (a resumed run continues towards the same total)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    log_every: int = 10
+    max_steps: PositiveInt = 1000  # optimizer steps in total (a resumed run continues towards the same total)
+    grad_accum: PositiveInt = 1  # micro-batches per optimizer step
+    log_every: PositiveInt = 10
     seed: int = 0
+    """Seeds the model's new layers, data order and every RNG: same seed, config and workers, same bytes."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     compile: bool = False  # torch.compile the (wrapped) model: fused kernels on GPU; the first steps compile
     # SIGTERM (pod eviction, spot notice) -> every rank stops at the next step boundary and rank 0 commits a
     # checkpoint, within this many seconds (a warning says when it took longer). Keep the platform's kill
     # delay (Kubernetes terminationGracePeriodSeconds) above it.
-    preemption_grace_s: float = 30.0
+    preemption_grace_s: PositiveFloat = 30.0
     # a local folder: each rank appends every micro-batch's step and clip ids (batch_log.py), to audit what a
     # run trained on across kills and resizes; "" = off
     batch_log: str = ""
@@ -131,6 +135,7 @@ def train(
         raise ValueError(
             "the data stream yields no batch per epoch: more clips or a smaller batch size are needed"
         )
+    seed_host_rngs(loop.seed)  # a resume then restores the saved state over it
     session = _Session(model, objective, data, store, optim, loop, runtime, run_config, report)
     session.resume()
     trained = wrap(model)
@@ -138,6 +143,14 @@ def train(
     session.trained = cast(nn.Module, torch.compile(trained)) if loop.compile else trained
     with session.stop.catching_sigterm():
         return session.run()
+
+
+def seed_host_rngs(seed: int) -> None:
+    """Seed Python's and numpy's global RNGs. Nothing in training draws from them (the data stream has its
+    own seeded Generators), but the train state records them: unseeded, they came from OS entropy and made
+    the same run's train_state.pt differ byte for byte."""
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 @dataclass

@@ -8,17 +8,19 @@ from typing import Literal
 
 import torch
 
+from pipelines.config_values import Fraction, PositiveFloat
+
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
-    lr: float = 1e-4  # new modules (similarity head, 3D patch); CLIP4Clip's default
+    lr: PositiveFloat = 1e-4  # new modules (similarity head, 3D patch); CLIP4Clip's default
     coef_lr: float = 1e-3  # CLIP weights train at lr * coef_lr: small steps keep what CLIP knows
     weight_decay: float = 0.2
     optimizer: Literal["adamw", "adam"] = "adamw"  # "adam": the paper's Adam (decay then applies to no group)
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
-    warmup_proportion: float = 0.1  # share of max_steps spent warming up linearly
+    beta1: Fraction = 0.9
+    beta2: Fraction = 0.98
+    eps: PositiveFloat = 1e-6
+    warmup_proportion: Fraction = 0.1  # share of max_steps spent warming up linearly
     max_grad_norm: float = 1.0  # 0 disables clipping
 
     def __post_init__(self) -> None:

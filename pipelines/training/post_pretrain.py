@@ -18,28 +18,31 @@ import torch
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.losses import MILNCELoss, milnce_from_pair_scores
+from pipelines.config_values import PositiveInt
+from pipelines.sharding.manifest import read_manifest
+from pipelines.storage import open_storage
 from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.clips import ClipConfig
 from pipelines.training.loop import METRICS_FILE, LoopConfig, LoopResult, train
 from pipelines.training.optim import OptimConfig
 from pipelines.training.ray_job import WorkersConfig, run_ray_training
 from pipelines.training.runtime import Runtime
-from pipelines.training.stream import ClipStream, StreamConfig
+from pipelines.training.stream import ClipStream, StreamConfig, usable_shards
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClipDataConfig:
-    batch_size: int = 32  # clips per rank per micro-batch (when global_batch_size is 0)
+    batch_size: PositiveInt = 32  # clips per rank per micro-batch (when global_batch_size is 0)
     # Clips per micro-batch over all ranks; each rank takes global_batch_size // world_size. Set it when the
     # world size may change (elastic workers, a resubmission with another --num-workers): the batches, the
     # learning-rate schedule and the epoch's clips then stay those of the original run. A world size that
     # does not divide it rounds the global batch down to a multiple of it (a warning says so). 0: batch_size
     # per rank, so the global batch scales with the world size.
     global_batch_size: int = 0
-    candidates: int = 5  # K captions per clip (MIL-NCE's bag)
-    clips_per_video: int = 8  # clips cut from each video read
+    candidates: PositiveInt = 5  # K captions per clip (MIL-NCE's bag)
+    clips_per_video: PositiveInt = 8  # clips cut from each video read
     shuffle_buffer: int = 1000
     loader_workers: int = 2  # DataLoader processes per training worker
     # where JPEGs are decoded: "workers" (PIL in the loader processes) or "device" (nvJPEG on the GPU; for
@@ -95,6 +98,33 @@ def milnce_objective(loss: MILNCELoss):
     return objective
 
 
+def clip_config(config: PostPretrainConfig) -> ClipConfig:
+    return ClipConfig(
+        max_frames=config.model.max_frames,
+        candidates=config.data.candidates,
+        clips_per_video=config.data.clips_per_video,
+    )
+
+
+def check_before_start(config: PostPretrainConfig) -> None:
+    """What every worker would fail on, found in the driver before any starts (ValueError / StorageError):
+    an unreachable store, unusable shards, a global batch some worker count cannot split."""
+    CheckpointStore(config.checkpoints, config.run_name)
+    check_training_data(config)
+    for world_size in config.workers.possible_world_sizes():
+        config.data.rank_batch_size(world_size)
+
+
+def check_training_data(config: PostPretrainConfig) -> None:
+    """Every worker's first read, done once in the driver before any starts: a wrong or empty --shards is
+    answered at once with what to fix, not by Ray Train restarting workers that can only fail the same way."""
+    storage = open_storage(config.shards)
+    try:
+        usable_shards(read_manifest(storage), clip_config(config), root=storage.url)
+    except ValueError as error:
+        raise ValueError(f"--shards {config.shards}: {error}") from None
+
+
 def build_stream(config: PostPretrainConfig, model: CLIP4Clip, runtime: Runtime) -> ClipStream:
     stream_config = StreamConfig(
         shards=config.shards,
@@ -108,11 +138,7 @@ def build_stream(config: PostPretrainConfig, model: CLIP4Clip, runtime: Runtime)
         pin_memory=runtime.device.type == "cuda",
         video_dtype="uint8" if runtime.device.type == "cuda" else "float32",  # GPU: normalise on the device
         decode_on=config.data.decode_on,
-        clip=ClipConfig(
-            max_frames=config.model.max_frames,
-            candidates=config.data.candidates,
-            clips_per_video=config.data.clips_per_video,
-        ),
+        clip=clip_config(config),
     )
     return ClipStream(stream_config, model.tokenizer(), rank=runtime.rank, world_size=runtime.world_size)
 
@@ -166,10 +192,7 @@ class PostPretrainResult:
 
 def run_post_pretraining(config: PostPretrainConfig, *, storage_path: str | None = None):
     """Runs the Ray Train job on the current Ray cluster (ray.init() first, or inside `ray job submit`)."""
-    # fails fast on an unreachable store or a global batch some worker count cannot split, before any worker starts
-    CheckpointStore(config.checkpoints, config.run_name)
-    for world_size in config.workers.possible_world_sizes():
-        config.data.rank_batch_size(world_size)
+    check_before_start(config)
     run_ray_training(
         post_pretrain_worker,
         config,

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.config_values import PositiveFloat, PositiveInt
+from pipelines.console import quiet_library_chatter
 from pipelines.failpoints import failpoint_runtime_env
 from pipelines.training.runtime import Runtime, ray_train_runtime
 
@@ -23,9 +25,11 @@ WorkerFunction = Callable[[Any, Runtime, Callable[[dict], None], Callable[[Any],
 
 @dataclass(frozen=True, kw_only=True)
 class WorkersConfig:
-    num_workers: int = 2  # training workers (one per GPU with --use-gpu); the most, when min_workers is set
+    num_workers: PositiveInt = (
+        2  # training workers (one per GPU with --use-gpu); the most, when min_workers is set
+    )
     use_gpu: bool = False
-    cpus_per_worker: float = 1  # fractions share a CPU between workers (tests, small debug runs)
+    cpus_per_worker: PositiveFloat = 1  # fractions share a CPU between workers (tests, small debug runs)
     # worker-group restarts Ray Train makes after a failure, each from the last checkpoint
     max_failures: int = 3
     # Elastic: 1 <= min_workers < num_workers lets Ray Train (V2's ScalingConfig(num_workers=(min, max)))
@@ -33,7 +37,7 @@ class WorkersConfig:
     # grow it back when capacity returns; each restart resumes from the last committed checkpoint and
     # reshards the rest of the epoch over the new world size. 0: always num_workers.
     min_workers: int = 0
-    resize_check_s: float = 60.0  # elastic: how often a healthy group checks whether it could grow
+    resize_check_s: PositiveFloat = 60.0  # elastic: how often a healthy group checks whether it could grow
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -56,6 +60,7 @@ def _ray_train_loop(loop_config: dict) -> None:
     import ray.train.torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_library_chatter()
     worker: WorkerFunction = loop_config["worker"]
     worker(
         loop_config["config"],

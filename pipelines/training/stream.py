@@ -66,6 +66,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
+from pipelines.config_values import PositiveInt
 from pipelines.sharding.manifest import MANIFEST_PREFIX, STATUS_OK, read_manifest
 from pipelines.storage import Storage, open_storage
 from pipelines.training.clips import ClipConfig, clip_count, parse_sample_json, sample_clips
@@ -84,9 +85,9 @@ _SHARD_ORDER, _CLIP_ANCHORS, _SHUFFLE_BUFFER, _CROP = 0, 2, 3, 4  # 1 was the pe
 @dataclass(frozen=True, kw_only=True)
 class StreamConfig:
     shards: str  # the sharding job's output root: local folder or s3://bucket/prefix
-    batch_size: int = 32  # clips per batch, per rank
+    batch_size: PositiveInt = 32  # clips per batch, per rank
     image_size: int = 224  # frames are image_size x image_size
-    max_words: int = 32  # tokens per caption (CLIP4Clip: 32); `tokenize` must return this many
+    max_words: PositiveInt = 32  # tokens per caption (CLIP4Clip: 32); `tokenize` must return this many
     shuffle_buffer: int = 1000  # clips held by each worker's shuffle buffer (1 = no shuffling)
     train: bool = True  # RandomResizedCrop (True) or short side + centre crop (False)
     seed: int = 0
@@ -182,7 +183,7 @@ def usable_shards(table: pa.Table, clip: ClipConfig, *, root: str) -> list[Shard
 def _no_usable_shards_message(rows: list[dict], ok_rows: list[dict], root: str) -> str:
     if not rows:
         return (
-            f"no manifest rows under {root}/{MANIFEST_PREFIX}: point StreamConfig.shards at the output root of "
+            f"no manifest rows under {root}/{MANIFEST_PREFIX}: point --shards at the output root of "
             "a finished sharding job (jobs/shard_howto100m.py), the folder holding shards/ and manifest/"
         )
     if not ok_rows:
