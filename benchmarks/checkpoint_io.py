@@ -183,7 +183,9 @@ def run(args: BenchmarkArgs) -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="checkpoint-io-", dir=args.work_dir))
     try:
         folder = work_dir / "checkpoint"
+        started = time.perf_counter()
         total_bytes = write_checkpoint(folder, args.param_count)
+        write_s = time.perf_counter() - started  # includes making the random tensors: an upper bound
         files = len(os.listdir(folder))
         print(f"checkpoint: {args.param_count:,} parameters, {total_bytes / MB:,.0f} MB in {files} files")
         hash_s = sha256_seconds(folder)
@@ -207,6 +209,11 @@ def run(args: BenchmarkArgs) -> None:
         s3_save, s3_restore = report("save", s3[0], total_bytes), report("restore", s3[1], total_bytes)
         print(
             f"ratio S3 / local: save {s3_save / local_save:.1f}x, restore {s3_restore / local_restore:.1f}x"
+        )
+        print(
+            f"eviction (SIGTERM -> committed): writing the files {write_s:.2f} s (upper bound) + S3 save "
+            f"{s3_save:.2f} s = {write_s + s3_save:.2f} s, plus the rest of the step in flight; "
+            "post_pretrain --preemption-grace-s defaults to 30 s"
         )
         print(f"peak RSS of this process: {peak_rss_mb():,.0f} MB")
     finally:

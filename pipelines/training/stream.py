@@ -560,17 +560,16 @@ class ClipStream:
                     "made before world-size-free positions; resume it with a new --run-name"
                 )
             return dataclasses.replace(position, layout=self.layout)
-        served = pack_served(self.served_mask(position))
+        served = self.served_mask(position)
         log.info(
-            "resuming epoch %d on layout %s (was %s): %d clips of %d already served",
-            position.epoch, self.layout, position.layout,
-            int(self.served_mask(position).sum()), self.total_clips,
+            "epoch %d continues on layout %s (world size, readers per rank, clips per rank; was %s): %d of its "
+            "%d clips already served", position.epoch, self.layout, position.layout, served.sum(), self.total_clips,
         )  # fmt: skip
         return DataPosition(
             epoch=position.epoch,
             batches_in_epoch=0,
             samples_seen=position.samples_seen,
-            served_before=served,
+            served_before=pack_served(served),
             layout=self.layout,
         )
 
