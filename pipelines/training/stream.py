@@ -18,7 +18,7 @@ communicating, whatever the world size or loader workers:
   yields them (clip anchors seeded by (seed, epoch, video)). A clip's global index is its shard's offset plus
   its ordinal in the shard; an epoch serves each clip at most once.
 
-Splitting (a generation: one layout = world size x readers per rank x clips per rank per batch x shuffle buffer):
+Splitting (a generation; a layout = world size x readers per rank x clips per rank per batch x shuffle buffer):
 - The clips not yet served, in sequence order, make batches = floor(left / (world_size x batch_size))
   batches per rank, the same on every rank (uneven ranks hang DDP); the tail that does not fill a global
   batch is left out of the epoch (with the same global batch, the same tail an uninterrupted run leaves out).
@@ -32,9 +32,9 @@ Resuming on the same layout (batch b): DataLoader worker i serves reader (b + i)
 batch is b; each reader re-streams its chunk and drops its already-served batches as clip records (their
 JPEGs are never decoded). The batches are exactly those of an uninterrupted run.
 
-Resuming on another layout (other world size, loader workers, per-rank batch size or shuffle buffer): the position records
-the clips served before its layout began (a bitmap over the epoch's global indices) and the batches served
-under it. A shuffle buffer's output order depends only on how many items pass through it, so replaying
+Resuming on another layout (other world size, loader workers, per-rank batch size or shuffle buffer): the
+position records the clips served before its layout began (a bitmap over the epoch's global indices) and the
+batches served under it. A shuffle buffer's output order depends only on how many items pass through it, so replaying
 each old reader's shuffle on clip indices gives exactly which clips it served; those, plus the bitmap, are
 the served set, and a new generation of the new layout serves everything else: nothing twice, nothing lost.
 What is not kept exactly is order: the clips that sat in the old readers' shuffle buffers (at most
