@@ -235,3 +235,18 @@ def test_sigterm_in_a_single_process_run_stops_at_a_step_boundary_with_a_checkpo
     assert result.final_checkpoint is not None and result.final_checkpoint.step == result.step
     assert max(line["step"] for line in read_batch_logs(tmp_path / "log")) == result.step
     assert signal.getsignal(signal.SIGTERM) == handler_before  # restored when training returns
+
+
+def test_resume_with_another_clip_sequence_is_refused(shards, tmp_path):
+    config = resilient_config(
+        shards, str(tmp_path / "ckpt"), "sequence", workers=1, batch_log="", max_steps=2, every_steps=1
+    )
+    post_pretrain_worker(config, single_process_runtime())
+    other_clips = replace(
+        config, data=replace(config.data, clips_per_video=2), loop=replace(config.loop, max_steps=4)
+    )
+    with pytest.raises(ValueError, match="another clip sequence.*clips_per_video=4.*clips_per_video=2"):
+        post_pretrain_worker(other_clips, single_process_runtime())
+    other_batching = replace(config, data=replace(config.data, shuffle_buffer=3, global_batch_size=3))
+    other_batching = replace(other_batching, loop=replace(config.loop, max_steps=4))
+    assert post_pretrain_worker(other_batching, single_process_runtime()).step == 4  # layout changes are fine

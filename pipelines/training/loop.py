@@ -368,6 +368,7 @@ class _Session:
             # The same model is required; the weights come from the checkpoint, so where the initial
             # weights came from ("pretrained") may differ.
             check_compatible(saved.get("model", {}), self.run_config.get("model", {}), ignore=("pretrained",))
+            _check_same_clip_sequence(saved, self.run_config)
             self.model.load_state_dict(load_file(str(local / WEIGHTS_FILE), device=str(self.runtime.device)))
             step, position, rng = load_train_state(
                 local / TRAIN_STATE_FILE, optimizer=self.optimizer, scheduler=self.scheduler
@@ -385,6 +386,16 @@ class _Session:
         )
         if self.runtime.is_main:
             log.info("resumed from %s: step %d, %s", ref.url, step, position)
+
+
+def _check_same_clip_sequence(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    """A data position counts clips of one epoch sequence (manifest, seed, clip config): resume only on it."""
+    try:
+        check_compatible(saved.get("clip_sequence", {}), wanted.get("clip_sequence", {}))
+    except ValueError as error:
+        raise ValueError(
+            f"the checkpoint's data position is a position in another clip sequence: {error}"
+        ) from None
 
 
 def resumed_metrics(resumed: Resumed | None) -> dict:
