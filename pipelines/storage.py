@@ -73,6 +73,7 @@ class Storage(Protocol):
 
     def uri(self, key: str) -> str: ...
     def exists(self, key: str) -> bool: ...
+    def size(self, key: str) -> int: ...  # bytes; ObjectNotFound if absent (a HEAD on S3, not a GET)
     def read_bytes(self, key: str) -> bytes: ...
     def read_with_etag(self, key: str) -> tuple[bytes, str]: ...
     def open_read(self, key: str) -> BinaryIO: ...
@@ -160,6 +161,12 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
 
     def read_bytes(self, key: str) -> bytes:
         with self.open_read(key) as file:
@@ -349,6 +356,12 @@ class S3Storage:
         except ObjectNotFound:
             return False
         return True
+
+    def size(self, key: str) -> int:
+        with self._translated_errors("checking the size of", key):
+            return int(
+                self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))["ContentLength"]
+            )
 
     def read_bytes(self, key: str) -> bytes:
         return self.read_with_etag(key)[0]

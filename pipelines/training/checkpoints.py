@@ -44,10 +44,8 @@ from pipelines.storage import (
     TEMP_PREFIX,
     ObjectNotFound,
     PreconditionFailed,
-    S3Storage,
     S3StorageConfig,
     Storage,
-    StorageError,
     open_storage,
     validate_key,
 )
@@ -558,7 +556,7 @@ def _verify_files(storage: Storage, prefix: str, ref: CheckpointRef, *, verify_s
     """ "" if every file of `ref` is there with the marker's size (and sha256), else what is wrong."""
     for file, expected_size in ref.files.items():
         try:
-            size = _object_size(storage, prefix + file)
+            size = storage.size(prefix + file)
         except ObjectNotFound:
             return f"is missing {file} (listed in its commit marker)"
         if size != expected_size:
@@ -620,34 +618,6 @@ def _sha256_of_stream(stream: BinaryIO, sink: Callable[[bytes], Any]) -> str:
         digest.update(chunk)
         sink(chunk)
     return digest.hexdigest()
-
-
-def _object_size(storage: Storage, key: str) -> int:
-    local_path = storage.local_path(key)
-    if local_path is not None:
-        try:
-            return local_path.stat().st_size
-        except FileNotFoundError:
-            raise ObjectNotFound(f"no object {key!r} in {storage.url}") from None
-    assert isinstance(storage, S3Storage), f"unexpected storage {storage!r}"
-    return _s3_object_size(storage, key)
-
-
-def _s3_object_size(storage: S3Storage, key: str) -> int:
-    """HEAD the object. pipelines.storage has no size call (yet), so this goes through the storage's own
-    client; a GET would make the server read the whole object just to report its length."""
-    import botocore.exceptions
-
-    object_key = storage.uri(key).removeprefix(f"s3://{storage.bucket}/")
-    try:
-        return int(storage.client.head_object(Bucket=storage.bucket, Key=object_key)["ContentLength"])
-    except botocore.exceptions.ClientError as err:
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
-            raise ObjectNotFound(f"no object {storage.uri(key)}") from None
-        raise StorageError(f"checking the size of {storage.uri(key)} via {storage!r} failed: {code}") from err
-    except botocore.exceptions.BotoCoreError as err:
-        raise StorageError(f"checking the size of {storage.uri(key)} via {storage!r} failed: {err}") from err
 
 
 def _run_parallel(work: Callable[[_T], Any], items: list[_T]) -> None:
