@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import save_file
 
 from infra.s3_server import LocalS3Server, S3ServerConfig
+from pipelines.cli import parse_config
 from pipelines.storage import S3StorageConfig
 from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.train_state import DataPosition, capture_rng_state, save_train_state
@@ -221,9 +222,8 @@ def run(args: BenchmarkArgs) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import tyro
 
-    run(tyro.cli(BenchmarkArgs, args=argv))
+    run(parse_config(BenchmarkArgs, argv))
 
 
 if __name__ == "__main__":

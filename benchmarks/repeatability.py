@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from pipelines.sample_collection import generate_sample_collection
+from infra.sample_collection import generate_sample_collection
 from pipelines.sharding.in_process import shard_in_process
 from pipelines.training.post_pretrain import post_pretrain_worker
 from pipelines.training.runtime import single_process_runtime

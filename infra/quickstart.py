@@ -110,7 +110,7 @@ def _step(title: str, action):
 
 
 def _generate(workdir: Path, config: QuickstartConfig):
-    from pipelines.sample_collection import SampleCollectionSpec, generate_sample_collection
+    from infra.sample_collection import SampleCollectionSpec, generate_sample_collection
 
     root = workdir / "howto100m-sample"
     shutil.rmtree(root, ignore_errors=True)  # ours from an earlier run: regenerated, so a rerun just works
@@ -152,7 +152,7 @@ def _training_args(shards: str, runs: str) -> list[str]:
 
 
 def _generate_retrieval(workdir: Path) -> Path:
-    from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
+    from infra.sample_msrvtt import generate_sample_msrvtt
 
     shutil.rmtree(workdir / "msrvtt-sample", ignore_errors=True)  # ours from an earlier run
     sample = generate_sample_msrvtt(workdir / "msrvtt-sample")

@@ -27,6 +27,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.cli import parse_config
+
 # Fake credentials: moto accepts any, boto3 refuses to sign without some.
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -254,9 +256,8 @@ def _print_environment(server: LocalS3Server, pid: int | None, how_to_stop: str)
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tyro
 
-    return serve(tyro.cli(ServeArgs, args=argv))
+    return serve(parse_config(ServeArgs, argv))
 
 
 if __name__ == "__main__":

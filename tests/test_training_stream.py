@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 import pipelines.training.stream as stream_module
+from infra.sample_collection import COLOURS, SampleCollectionSpec, generate_sample_collection, segment_at
 from model.backbone import create_tokenizer
 from pipelines.howto100m.subset import SubsetConfig
-from pipelines.sample_collection import COLOURS, SampleCollectionSpec, generate_sample_collection, segment_at
 from pipelines.sharding.manifest import (
     STATUS_FAILED,
     STATUS_OK,
