@@ -32,6 +32,8 @@ import torch
 from safetensors.torch import save_file
 
 from infra.s3_server import LocalS3Server, S3ServerConfig
+from pipelines.checkpoint.layout import METRICS_FILE, RUN_CONFIG_FILE, TRAIN_STATE_FILE, WEIGHTS_FILE
+from pipelines.cli import parse_config
 from pipelines.storage import S3StorageConfig
 from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.train_state import DataPosition, capture_rng_state, save_train_state
@@ -108,7 +110,7 @@ def write_checkpoint(folder: Path, param_count: int) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     params = {name: torch.randn(shape, generator=generator) for name, shape in parameter_shapes(param_count)}
-    save_file(params, str(folder / "model.safetensors"))
+    save_file(params, str(folder / WEIGHTS_FILE))
     tensors = [torch.nn.Parameter(tensor) for tensor in params.values()]
     optimizer = torch.optim.AdamW(tensors, lr=1e-5)
     for tensor in tensors:  # what AdamW holds after a step, without spending a step's memory on grads
@@ -119,16 +121,16 @@ def write_checkpoint(folder: Path, param_count: int) -> int:
         }
     position = DataPosition(epoch=0, batches_in_epoch=1000, samples_seen=1000 * 256)
     save_train_state(
-        folder / "train_state.pt",
+        folder / TRAIN_STATE_FILE,
         step=1000,
         optimizer=optimizer,
         data_position=position,
         rng=capture_rng_state(),
     )
-    (folder / "config.json").write_text(
+    (folder / RUN_CONFIG_FILE).write_text(
         json.dumps({"model": {"backbone": "ViT-B-32"}, "manifest_digest": "0" * 64})
     )
-    (folder / "metrics.json").write_text(json.dumps({"loss": 1.0}))
+    (folder / METRICS_FILE).write_text(json.dumps({"loss": 1.0}))
     return sum(p.stat().st_size for p in folder.iterdir())
 
 
@@ -183,7 +185,9 @@ def run(args: BenchmarkArgs) -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="checkpoint-io-", dir=args.work_dir))
     try:
         folder = work_dir / "checkpoint"
+        started = time.perf_counter()
         total_bytes = write_checkpoint(folder, args.param_count)
+        write_s = time.perf_counter() - started  # includes making the random tensors: an upper bound
         files = len(os.listdir(folder))
         print(f"checkpoint: {args.param_count:,} parameters, {total_bytes / MB:,.0f} MB in {files} files")
         hash_s = sha256_seconds(folder)
@@ -208,15 +212,19 @@ def run(args: BenchmarkArgs) -> None:
         print(
             f"ratio S3 / local: save {s3_save / local_save:.1f}x, restore {s3_restore / local_restore:.1f}x"
         )
+        print(
+            f"eviction (SIGTERM -> committed): writing the files {write_s:.2f} s (upper bound) + S3 save "
+            f"{s3_save:.2f} s = {write_s + s3_save:.2f} s, plus the rest of the step in flight; "
+            "post_pretrain --preemption-grace-s defaults to 30 s"
+        )
         print(f"peak RSS of this process: {peak_rss_mb():,.0f} MB")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    import tyro
 
-    run(tyro.cli(BenchmarkArgs, args=argv))
+    run(parse_config(BenchmarkArgs, argv))
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
+from infra.sample_msrvtt import generate_sample_msrvtt
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from pipelines.embedding.embedder import embed_video_files
 from pipelines.embedding.inputs import folder_items
 from pipelines.finetuning.frame_cache import FrameCache, FrameCacheConfig
-from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
 
 SETTINGS = {"debug": {"max_frames": 4, "short_side": 64}, "ViT-B-32": {"max_frames": 12, "short_side": 224}}
 

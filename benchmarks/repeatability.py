@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from pipelines.sample_collection import generate_sample_collection
+from infra.sample_collection import generate_sample_collection
+from pipelines.checkpoint.layout import WEIGHTS_FILE, step_folder_name
 from pipelines.sharding.in_process import shard_in_process
 from pipelines.training.post_pretrain import post_pretrain_worker
 from pipelines.training.runtime import single_process_runtime
@@ -39,7 +40,7 @@ def run_once(shards: str, root: Path, name: str, threads: int, steps: int) -> di
     torch.set_num_threads(threads)
     config = debug_config(shards, str(root / name), "repeat", max_steps=steps, log_every=1, every_steps=steps)
     result = post_pretrain_worker(config, single_process_runtime())
-    weights = root / name / "repeat" / f"step-{steps:08d}" / "model.safetensors"
+    weights = root / name / "repeat" / step_folder_name(steps) / WEIGHTS_FILE
     return {
         "threads": threads,
         "losses": [loss for _, loss in result.history],

@@ -42,11 +42,11 @@ from typing import Literal
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from infra.sample_collection import SampleCollectionSpec, generate_sample_collection
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.losses import MILNCELoss
 from pipelines.cli import parse_config
-from pipelines.sample_collection import SampleCollectionSpec, generate_sample_collection
 from pipelines.sharding.in_process import shard_in_process
 from pipelines.sharding.job import ShardingConfig
 from pipelines.sharding.manifest import ManifestRow, manifest_key, manifest_part_bytes, read_manifest

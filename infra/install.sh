@@ -14,7 +14,8 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 pip_install() {
   # pip warns about every index location this machine does not serve; those lines are noise
-  .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  # PYTHONWARNINGS reaches pip's build subprocess: setuptools' 11-line "Editable installation" warning is noise
+  PYTHONWARNINGS=ignore .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 pip_install --upgrade pip
 pip_install -c constraints.txt "torch==2.13.0"

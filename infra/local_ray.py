@@ -98,10 +98,13 @@ class LocalRayHead:
                 time.sleep(0.5)
         raise RuntimeError(f"Ray dashboard did not answer at {self.dashboard_url} within {timeout_s:.0f} s")
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """Ends this head's processes only (`ray stop` would end every Ray cluster on the machine)."""
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ends this head's processes only (`ray stop` would end every Ray cluster on the machine), its Ray
+        Client server too, and removes Ray's record of it as the current cluster, so that nothing left
+        misleads the next run. The GCS and raylet can take half a minute to honour SIGTERM; a local head
+        holds nothing worth that wait, so they get `timeout_s` and then SIGKILL."""
         session_dir = self.session_dir or session_dir_of_gcs(self.port)
-        pids = processes_using(session_dir) if session_dir else []
+        pids = (processes_using(session_dir) if session_dir else []) + client_servers_of(self.port)
         for pid in pids:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
@@ -109,6 +112,10 @@ class LocalRayHead:
             time.sleep(0.2)
         for pid in pids:
             _signal(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout_s  # gone, not only signalled, when stop returns
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.1)
+        _forget_current_cluster_record(self.port)
 
     def submit_job(
         self,
@@ -179,6 +186,25 @@ def session_dir_of_gcs(port: int) -> str:
             if match:
                 return match.group(1).decode()
     return ""
+
+
+def client_servers_of(port: int) -> list[int]:
+    """Pids of the Ray Client server (`python -m ray.util.client.server --address=<ip>:<port>`) of the head
+    whose GCS listens on `port`: it is started by the head but does not name its session folder."""
+    address = re.compile(rb"--address=[^\x00]*:" + str(port).encode() + rb"\x00")
+    return [
+        pid
+        for pid, cmdline in _command_lines()
+        if b"ray.util.client.server" in cmdline and address.search(cmdline)
+    ]
+
+
+def _forget_current_cluster_record(port: int) -> None:
+    from ray._private.utils import get_ray_address_file, read_ray_address
+
+    if (read_ray_address() or "").endswith(f":{port}"):
+        with contextlib.suppress(OSError):
+            os.remove(get_ray_address_file(None))
 
 
 def processes_using(session_dir: str) -> list[int]:

@@ -44,6 +44,7 @@ class QuickstartConfig:
     s3_port: int = 9000
     bucket: str = "clip4clip"
     dashboard_port: int = 8265
+    ray_port: int = 6379  # the head's GCS port; `--stop` finds the head by it (pass the same one)
     stop: bool = False  # stop the services a previous quick start left running, then exit
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(QuickstartConfig, argv)
     workdir = (REPO / config.workdir).resolve()
     if config.stop:
-        stop_services(workdir)
+        stop_services(workdir, config.ray_port)
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
     collection = _step(
@@ -87,7 +88,7 @@ def _start_services(workdir: Path, config: QuickstartConfig) -> tuple[LocalRayHe
     env = {**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
     os.environ.update(env)  # this process reads the results back from the same server
     head = LocalRayHead(
-        LocalRayConfig(num_cpus=2, dashboard_port=config.dashboard_port, port=RAY_PORT), env=env
+        LocalRayConfig(num_cpus=2, dashboard_port=config.dashboard_port, port=config.ray_port), env=env
     )
     head.stop()  # a Ray head left over from an earlier run would not have this run's environment
     return head.start(), endpoint
@@ -109,7 +110,7 @@ def _step(title: str, action):
 
 
 def _generate(workdir: Path, config: QuickstartConfig):
-    from pipelines.sample_collection import SampleCollectionSpec, generate_sample_collection
+    from infra.sample_collection import SampleCollectionSpec, generate_sample_collection
 
     root = workdir / "howto100m-sample"
     shutil.rmtree(root, ignore_errors=True)  # ours from an earlier run: regenerated, so a rerun just works
@@ -136,7 +137,6 @@ def _job_args(collection, out: str) -> list[str]:
 
 RUN_NAME = "quickstart-debug-meanP-milnce"
 FINETUNE_RUN_NAME = "quickstart-debug-seqTransf-msrvtt"
-RAY_PORT = 6379  # Ray's usual GCS port; fixed, so `quickstart.sh stop` finds this head's processes
 
 
 def _training_args(shards: str, runs: str) -> list[str]:
@@ -152,7 +152,7 @@ def _training_args(shards: str, runs: str) -> list[str]:
 
 
 def _generate_retrieval(workdir: Path) -> Path:
-    from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
+    from infra.sample_msrvtt import generate_sample_msrvtt
 
     shutil.rmtree(workdir / "msrvtt-sample", ignore_errors=True)  # ours from an earlier run
     sample = generate_sample_msrvtt(workdir / "msrvtt-sample")
@@ -243,8 +243,8 @@ stop          bash infra/quickstart.sh stop""",
     )
 
 
-def stop_services(workdir: Path) -> None:
-    LocalRayHead(LocalRayConfig(port=RAY_PORT)).stop()
+def stop_services(workdir: Path, ray_port: int) -> None:
+    LocalRayHead(LocalRayConfig(port=ray_port)).stop()
     _stop_pid(workdir / "s3_server.pid")
     print("stopped the Ray head and the S3 server")
 

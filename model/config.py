@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Backbone = Literal["ViT-B-32", "ViT-B-16", "debug"]
 Head = Literal["meanP", "seqLSTM", "seqTransf", "tightTransf"]
 Patch = Literal["2d", "3d"]
 TightVariant = Literal["paper", "clip4clip"]
 
-BACKBONES: tuple[str, ...] = ("ViT-B-32", "ViT-B-16", "debug")
-HEADS: tuple[str, ...] = ("meanP", "seqLSTM", "seqTransf", "tightTransf")
-PATCHES: tuple[str, ...] = ("2d", "3d")
-TIGHT_VARIANTS: tuple[str, ...] = ("paper", "clip4clip")
+# the choices, from the Literals above (one list each: runtime checks and the CLI both read these)
+BACKBONES: tuple[str, ...] = get_args(Backbone)
+HEADS: tuple[str, ...] = get_args(Head)
+PATCHES: tuple[str, ...] = get_args(Patch)
+TIGHT_VARIANTS: tuple[str, ...] = get_args(TightVariant)
 # CLIP's text positions (77) bound the frame/cross position embeddings, which are initialised from them.
 CLIP_CONTEXT_LENGTH = 77
 

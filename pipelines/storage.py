@@ -73,7 +73,7 @@ class Storage(Protocol):
 
     def uri(self, key: str) -> str: ...
     def exists(self, key: str) -> bool: ...
-    def size(self, key: str) -> int: ...
+    def size(self, key: str) -> int: ...  # bytes; ObjectNotFound if absent (a HEAD on S3, not a GET)
     def read_bytes(self, key: str) -> bytes: ...
     def read_with_etag(self, key: str) -> tuple[bytes, str]: ...
     def open_read(self, key: str) -> BinaryIO: ...
@@ -362,10 +362,10 @@ class S3Storage:
         return True
 
     def size(self, key: str) -> int:
-        """Bytes of the object, by HEAD (a GET would make the server read it all); ObjectNotFound if none."""
         with self._translated_errors("checking the size of", key):
-            response = self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))
-        return int(response["ContentLength"])
+            return int(
+                self.client.head_object(Bucket=self.bucket, Key=self._object_key(key))["ContentLength"]
+            )
 
     def read_bytes(self, key: str) -> bytes:
         return self.read_with_etag(key)[0]

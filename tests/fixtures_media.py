@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.sample_collection import (
+from infra.sample_collection import (
     SampleCollection,
     VideoRecipe,
     generate_sample_collection,

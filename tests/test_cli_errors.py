@@ -42,7 +42,9 @@ def _leaf_fields(config_type: type) -> list[tuple[str, typing.Any, bool]]:
 
 
 def _required_args(config_type: type) -> list[str]:
-    return [arg for name, _, required in _leaf_fields(config_type) if required for arg in (flag_of(name), "x")]
+    return [
+        arg for name, _, required in _leaf_fields(config_type) if required for arg in (flag_of(name), "x")
+    ]
 
 
 def _numeric_flags(config_type: type) -> list[str]:

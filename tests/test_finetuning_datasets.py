@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from infra.sample_msrvtt import generate_sample_msrvtt
 from pipelines.finetuning.datasets import read_split
 from pipelines.finetuning.frame_cache import FrameCache, FrameCacheConfig, uniform_frame_indices
-from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
 
 
 def touch_videos(folder: Path, names: list[str]) -> None:

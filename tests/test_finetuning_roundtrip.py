@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.sample_msrvtt import generate_sample_msrvtt
 from jobs.finetune_retrieval import main
-from pipelines.finetuning.sample_msrvtt import generate_sample_msrvtt
 from pipelines.training.post_pretrain import post_pretrain_worker
 from pipelines.training.runtime import single_process_runtime
 from tests.test_post_pretrain import debug_config, shards  # noqa: F401  (shards: the sharding job's output)

@@ -216,3 +216,37 @@ def test_sigterm_commits_a_checkpoint_exits_preempted_and_resubmission_continues
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"step-{preempted_step:08d}" in again.stdout + again.stderr  # "resumed from .../step-000000NN"
     assert store.latest().step == 30
+
+
+def test_sigterm_in_a_single_process_run_stops_at_a_step_boundary_with_a_checkpoint(shards, tmp_path):
+    config = resilient_config(
+        shards, str(tmp_path / "ckpt"), "solo", workers=1, batch_log=str(tmp_path / "log"),
+        max_steps=500, every_steps=1000, log_every=1000,
+    )  # fmt: skip
+
+    def evict_after_two_steps() -> None:
+        _wait_until(lambda: len(read_batch_logs(tmp_path / "log")) >= 2, timeout_s=300)
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler only records it; the step in flight finishes
+
+    handler_before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=evict_after_two_steps, daemon=True).start()
+    result = post_pretrain_worker(config, single_process_runtime())
+    assert result.preempted and 2 <= result.step < 500
+    assert result.final_checkpoint is not None and result.final_checkpoint.step == result.step
+    assert max(line["step"] for line in read_batch_logs(tmp_path / "log")) == result.step
+    assert signal.getsignal(signal.SIGTERM) == handler_before  # restored when training returns
+
+
+def test_resume_with_another_clip_sequence_is_refused(shards, tmp_path):
+    config = resilient_config(
+        shards, str(tmp_path / "ckpt"), "sequence", workers=1, batch_log="", max_steps=2, every_steps=1
+    )
+    post_pretrain_worker(config, single_process_runtime())
+    other_clips = replace(
+        config, data=replace(config.data, clips_per_video=2), loop=replace(config.loop, max_steps=4)
+    )
+    with pytest.raises(ValueError, match="another clip sequence.*clips_per_video=4.*clips_per_video=2"):
+        post_pretrain_worker(other_clips, single_process_runtime())
+    other_batching = replace(config, data=replace(config.data, shuffle_buffer=3, global_batch_size=3))
+    other_batching = replace(other_batching, loop=replace(config.loop, max_steps=4))
+    assert post_pretrain_worker(other_batching, single_process_runtime()).step == 4  # layout changes are fine

@@ -1,4 +1,4 @@
-"""pipelines.sample_collection: the generated layout parses with the stdlib and holds what the spec says."""
+"""infra.sample_collection: the generated layout parses with the stdlib and holds what the spec says."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.sample_collection import (
+from infra.sample_collection import (
     COLOURS,
     SampleCollection,
     SampleCollectionSpec,

@@ -3,6 +3,7 @@ and its output read back by the stock webdataset reader."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -67,6 +68,11 @@ def test_local_output_is_complete_and_readable_by_stock_reader(sample_collection
     assert summary.ok_videos == len(sample_collection.good_ids)
     assert summary.failed_by_reason == _count(expected_reasons(sample_collection).values())
     assert summary.video_seconds_per_cpu_second > 0 and summary.peak_task_rss_mib > 0
+    rerun = run_sharding_job(sharding_config(sample_collection, str(tmp_path / "out")))  # nothing to do
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert rerun.run_shards == 0 and rerun.ok_videos == summary.ok_videos
+    assert saved["runs"] == list(summary.runs) and len(summary.runs) == 1  # the first run's figures kept
+    assert saved["runs"][0]["peak_task_rss_mib"] == summary.peak_task_rss_mib > 0
 
 
 def test_each_bad_input_gets_its_own_reason(sample_collection, ray_driver, tmp_path):
@@ -132,3 +138,26 @@ def test_in_process_sharding_gives_the_same_complete_output(sample_collection, t
     assert sum(r.ok for r in reports) == len(sample_collection.good_ids)
     assert_complete_output(tmp_path / "out", sample_collection)
     assert shard_in_process(sharding_config(sample_collection, str(tmp_path / "out"))) == []  # all committed
+
+
+def test_a_shard_whose_videos_all_failed_has_no_tar_and_the_readme_reader_still_works(
+    sample_collection, tmp_path
+):
+    """One video per shard: every failed video's shard commits its manifest part and writes no tar."""
+    import pyarrow.compute as pc
+    import webdataset as wds
+
+    from pipelines.sharding.in_process import shard_in_process
+    from pipelines.sharding.manifest import read_manifest
+    from pipelines.storage import open_storage
+
+    out = tmp_path / "out"
+    shard_in_process(sharding_config(sample_collection, str(out), videos_per_shard=1))
+    manifest = read_manifest(open_storage(str(out)))
+    with_ok = set(manifest.filter(pc.equal(manifest["status"], "ok"))["shard"].to_pylist())
+    all_failed = set(manifest["shard"].to_pylist()) - with_ok
+    assert all_failed and with_ok
+    assert {p.relative_to(out).as_posix() for p in (out / "shards").glob("*.tar")} == with_ok
+    for shard in sorted(with_ok):  # the README's reader snippet, on every tar there is
+        samples = list(wds.WebDataset(str(out / shard), shardshuffle=False).decode("pil"))
+        assert samples and all("json" in sample for sample in samples)

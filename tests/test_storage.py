@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
@@ -447,3 +448,25 @@ def test_s3_server_cli_foreground_stops_on_sigterm() -> None:
     finally:
         if server.poll() is None:
             server.kill()
+
+
+def test_size_is_the_byte_count_and_a_missing_object_is_object_not_found(tmp_path, s3_url):
+    from pipelines.storage import ObjectNotFound, open_storage
+
+    for storage in (open_storage(str(tmp_path / "local")), open_storage(s3_url)):
+        storage.write_bytes("a/blob.bin", b"x" * 12345)
+        assert storage.size("a/blob.bin") == 12345
+        with pytest.raises(ObjectNotFound):
+            storage.size("a/missing.bin")
+
+
+def test_nothing_but_storage_imports_boto3():
+    """The store interface is the one door to boto3 (tests may use it on purpose)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("pipelines", "model", "jobs", "infra", "benchmarks")
+        for path in (root / folder).rglob("*.py")
+        if re.search(r"^\s*(import|from)\s+(boto3|botocore)\b", path.read_text(), flags=re.M)
+    ]
+    assert offenders == ["pipelines/storage.py"]

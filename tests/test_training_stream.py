@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 import pipelines.training.stream as stream_module
+from infra.sample_collection import COLOURS, SampleCollectionSpec, generate_sample_collection, segment_at
 from model.backbone import create_tokenizer
 from pipelines.howto100m.subset import SubsetConfig
-from pipelines.sample_collection import COLOURS, SampleCollectionSpec, generate_sample_collection, segment_at
 from pipelines.sharding.manifest import (
     STATUS_FAILED,
     STATUS_OK,
@@ -478,11 +478,19 @@ def served_clips(batches: list[dict]) -> list[tuple]:
     ]
 
 
-def serve(root: str, tokenize, position: DataPosition, world_size: int, workers: int, take: int | None):
+def serve(
+    root: str,
+    tokenize,
+    position: DataPosition,
+    world_size: int,
+    workers: int,
+    take: int | None,
+    shuffle: int = 8,
+):
     """Every rank of a layout from `position` on, each stopping after `take` batches (None: the rest)."""
     streams = [
         ClipStream(
-            config(root, batch_size=GLOBAL_BATCH // world_size, num_workers=workers),
+            config(root, batch_size=GLOBAL_BATCH // world_size, num_workers=workers, shuffle_buffer=shuffle),
             tokenize, rank=r, world_size=world_size,
         )
         for r in range(world_size)
@@ -510,13 +518,14 @@ def test_resume_on_other_world_sizes_serves_every_clip_of_the_epoch_exactly_once
     served, position = [], fresh
     for world_size, last in ((2, False), (1, False), (3, True)):
         workers = int(rng.choice([0, 2])) if trial % 2 else 0  # odd trials: 1 or 2 loader readers per rank
-        left = ClipStream(config(uneven_root, batch_size=GLOBAL_BATCH // world_size, num_workers=workers), tokenize,
-                          rank=0, world_size=world_size)  # fmt: skip
+        shuffle = int(rng.choice([1, 5, 8]))  # the shuffle buffer may change too
+        left = ClipStream(config(uneven_root, batch_size=GLOBAL_BATCH // world_size, num_workers=workers,
+                                 shuffle_buffer=shuffle), tokenize, rank=0, world_size=world_size)  # fmt: skip
         batches_left = left._generation(
             epoch, left.continue_from(position).served_before, left.layout
         ).batches
         take = None if last else int(rng.integers(0, batches_left))  # "killed" after `take` batches
-        more, position = serve(uneven_root, tokenize, position, world_size, workers, take)
+        more, position = serve(uneven_root, tokenize, position, world_size, workers, take, shuffle)
         served += more
     assert sorted(served) == sorted(uninterrupted)  # nothing twice, nothing lost
     assert len(uninterrupted) == TOTAL_CLIPS // GLOBAL_BATCH * GLOBAL_BATCH

@@ -71,9 +71,13 @@ def test_resume_replays_the_same_steps_bitwise(tmp_path: pathlib.Path) -> None:
     train_steps(model, optimizer, scheduler, steps=3)  # mid-warm-up: the scheduler state matters
     weights = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     served = np.zeros(21, dtype=bool)
-    served[[0, 7, 8, 20]] = True  # world-size-free part: clips served before the layout (2, 1, 8) began
+    served[[0, 7, 8, 20]] = True  # world-size-free part: clips served before the layout (2, 1, 8, 1000) began
     position = DataPosition(
-        epoch=1, batches_in_epoch=3, samples_seen=96, served_before=pack_served(served), layout=(2, 1, 8)
+        epoch=1,
+        batches_in_epoch=3,
+        samples_seen=96,
+        served_before=pack_served(served),
+        layout=(2, 1, 8, 1000),
     )
     assert (unpack_served(position.served_before, 21) == served).all()
     assert position.summary()["served_before_clips"] == 4

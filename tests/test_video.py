@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.sample_collection import COLOURS, SampleCollection
+from infra.sample_collection import COLOURS, SampleCollection
 from pipelines.video import (
     FAILURE_REASONS,
     DecodeConfig,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from model.formats import (
     CONFIG_FILE,
@@ -17,7 +17,8 @@ from model.formats import (
 )
 from pipelines.finetuning.init_model import InitConfig, load_init_model
 
-FORMATS = ("open_clip", "clip4clip", "safetensors")
+ExportFormat = Literal["open_clip", "clip4clip", "safetensors"]
+FORMATS: tuple[str, ...] = get_args(ExportFormat)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +26,7 @@ class ExportConfig:
     """Export a committed checkpoint (or plain CLIP) to open_clip, CLIP4Clip or safetensors."""
 
     init: InitConfig
-    format: Literal["open_clip", "clip4clip", "safetensors"] = "open_clip"
+    format: ExportFormat = "open_clip"
     out: str = "export"
     """open_clip: a folder (open_clip_config.json + open_clip_model.safetensors; load it with
     open_clip.create_model_and_transforms('local-dir:<out>')). clip4clip: a file (or a folder, for

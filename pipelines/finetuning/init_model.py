@@ -15,12 +15,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from model.clip4clip import CLIP4Clip
 from model.clip_weights import WEIGHT_FILE_SUFFIXES
-from model.config import CLIP4ClipConfig
+from model.config import Backbone, CLIP4ClipConfig, Head
 from model.formats import build_without_download, from_open_clip_state_dict
 from pipelines.checkpoint.read import read_checkpoint
 from pipelines.config_values import PositiveInt
@@ -37,9 +38,9 @@ class InitConfig:
     """The model to start from: a committed checkpoint (<root>/<run>, <root>/<run>/latest or
     <root>/<run>/step-NNNNNNNN; local or s3://), "openai" for plain CLIP, or OpenAI's own weights file
     (/path/ViT-B-32.pt)."""
-    backbone: str = ""
+    backbone: Backbone | Literal[""] = ""
     """Expected model size ("ViT-B-32", "debug", ...); "" = the checkpoint's (ViT-B-32 for openai)."""
-    head: str = ""
+    head: Head | Literal[""] = ""
     """Similarity head of the model built (meanP, seqLSTM, seqTransf, tightTransf); "" = the checkpoint's
     (meanP for openai). Another head than the checkpoint's is initialised from its CLIP weights."""
     max_frames: PositiveInt = 12
@@ -60,9 +61,9 @@ def load_init_model(config: InitConfig) -> InitModel:
         )
     if config.init == OPENAI or is_clip_weights_file(config.init):
         model_config = CLIP4ClipConfig(
-            backbone=config.backbone or "ViT-B-32",  # type: ignore[arg-type]  # checked by CLIP4ClipConfig
+            backbone=config.backbone or "ViT-B-32",
             pretrained=config.init,
-            head=config.head or "meanP",  # type: ignore[arg-type]
+            head=config.head or "meanP",
             max_frames=config.max_frames,
             max_words=config.max_words,
         )
@@ -99,7 +100,7 @@ def model_from_checkpoint_weights(
     check_complete_weights(saved, state, where=where)
     target = dataclasses.replace(
         saved,
-        head=config.head or saved.head,  # type: ignore[arg-type]  # checked by CLIP4ClipConfig
+        head=config.head or saved.head,
         max_frames=config.max_frames,
         max_words=config.max_words,
     )

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from pipelines.howto100m.ids import is_safe_video_id
 from pipelines.howto100m.metadata import VideoMetadata
@@ -23,12 +24,13 @@ logger = logging.getLogger(__name__)
 # definition use subset="categories" with your own `categories`, or an `id_list`.
 HOWTO100M_380K_CATEGORIES = ("Food and Entertaining",)
 
-SUBSET_NAMES = ("all", "howto100m-380k", "categories")
+SubsetName = Literal["all", "howto100m-380k", "categories"]
+SUBSET_NAMES: tuple[str, ...] = get_args(SubsetName)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SubsetConfig:
-    subset: str = "all"  # "all" | "howto100m-380k" | "categories" (uses `categories`)
+    subset: SubsetName = "all"  # "categories" selects by `categories`
     categories: tuple[str, ...] = ()  # category_1 or "category_1/category_2" values, for subset="categories"
     id_list: str | None = None
     """A text file of video ids, one per line ('#' comments); the selection is intersected with it."""

@@ -80,11 +80,21 @@ def process_shard(task: ShardTask, storage: Storage) -> ShardReport:
                     metadata, jpegs = outcome.sample
                     row = _with_bytes(row, writer.add_sample(row.key, metadata, jpegs))
                 rows.append(row)
-        tar_bytes = tar_path.stat().st_size
-        storage.upload_file(task.shard_key, tar_path)  # atomic: visible whole or not at all
+        tar_bytes = _publish_tar(storage, task.shard_key, tar_path, rows)
     failpoint("after_tar_upload")
     storage.write_bytes(manifest_key(task.shard), manifest_part_bytes(rows))  # the commit marker
     return _report(task.shard, rows, started, cpu_before, tar_bytes)
+
+
+def _publish_tar(storage: Storage, key: str, tar_path: Path, rows: list[ManifestRow]) -> int:
+    """Uploads the tar (atomic: visible whole or not at all) and returns its size. A shard whose videos all
+    failed gets no tar, since an empty one breaks WebDataset readers ("No samples found"); its manifest
+    part still commits it. An earlier attempt's tar of this shard is removed then, so none is left stale."""
+    if not any(row.status == STATUS_OK for row in rows):
+        storage.delete(key)
+        return 0
+    storage.upload_file(key, tar_path)
+    return tar_path.stat().st_size
 
 
 def _process_video(video: PlannedVideo, task: ShardTask, attempts: int) -> _Outcome:

@@ -34,5 +34,9 @@ class BatchLog:
 
 
 def read_batch_logs(folder: str | os.PathLike[str]) -> list[dict]:
-    """Every line of every rank's log in `folder`."""
-    return [json.loads(line) for path in sorted(Path(folder).glob("rank-*.jsonl")) for line in path.open()]
+    """Every line of every rank's log in `folder`, each with "log": its file's name (rank and process)."""
+    return [
+        {**json.loads(line), "log": path.name}
+        for path in sorted(Path(folder).glob("rank-*.jsonl"))
+        for line in path.open()
+    ]

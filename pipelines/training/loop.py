@@ -364,6 +364,7 @@ class _Session:
             check_compatible(
                 checkpoint.model_config_dict(), self.model.config.to_dict(), ignore=("pretrained",)
             )
+            _check_same_clip_sequence(checkpoint.run_config(), self.run_config)
             self.model.load_state_dict(checkpoint.weights(device=str(self.runtime.device)))
             step, position, rng = load_train_state(
                 checkpoint.train_state_path, optimizer=self.optimizer, scheduler=self.scheduler
@@ -381,6 +382,16 @@ class _Session:
         )
         if self.runtime.is_main:
             log.info("resumed from %s: step %d, %s", ref.url, step, position)
+
+
+def _check_same_clip_sequence(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    """A data position counts clips of one epoch sequence (manifest, seed, clip config): resume only on it."""
+    try:
+        check_compatible(saved.get("clip_sequence", {}), wanted.get("clip_sequence", {}))
+    except ValueError as error:
+        raise ValueError(
+            f"the checkpoint's data position is a position in another clip sequence: {error}"
+        ) from None
 
 
 def resumed_metrics(resumed: Resumed | None) -> dict:

@@ -154,6 +154,15 @@ def run_config_record(config: PostPretrainConfig, manifest_digest: str, runtime:
         "shards": config.shards,
         "manifest_digest": manifest_digest,
         "world_size": runtime.world_size,
+        # what defines the epoch's clip sequence, which the data position counts in: a resume needs the same
+        # (the world size, loader workers, batch size and shuffle buffer may change)
+        "clip_sequence": {
+            "manifest_digest": manifest_digest,
+            "seed": config.loop.seed,
+            "max_frames": config.model.max_frames,
+            "candidates": config.data.candidates,
+            "clips_per_video": config.data.clips_per_video,
+        },
     }
 
 

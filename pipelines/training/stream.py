@@ -18,7 +18,7 @@ communicating, whatever the world size or loader workers:
   yields them (clip anchors seeded by (seed, epoch, video)). A clip's global index is its shard's offset plus
   its ordinal in the shard; an epoch serves each clip at most once.
 
-Splitting (a generation: one layout = world size x readers per rank x clips per rank per batch):
+Splitting (a generation; a layout = world size x readers per rank x clips per rank per batch x shuffle buffer):
 - The clips not yet served, in sequence order, make batches = floor(left / (world_size x batch_size))
   batches per rank, the same on every rank (uneven ranks hang DDP); the tail that does not fill a global
   batch is left out of the epoch (with the same global batch, the same tail an uninterrupted run leaves out).
@@ -32,9 +32,9 @@ Resuming on the same layout (batch b): DataLoader worker i serves reader (b + i)
 batch is b; each reader re-streams its chunk and drops its already-served batches as clip records (their
 JPEGs are never decoded). The batches are exactly those of an uninterrupted run.
 
-Resuming on another layout (other world size, loader workers or per-rank batch size): the position records
-the clips served before its layout began (a bitmap over the epoch's global indices) and the batches served
-under it. A shuffle buffer's output order depends only on how many items pass through it, so replaying
+Resuming on another layout (other world size, loader workers, per-rank batch size or shuffle buffer): the
+position records the clips served before its layout began (a bitmap over the epoch's global indices) and the
+batches served under it. A shuffle buffer's output order depends only on how many items pass through it, so replaying
 each old reader's shuffle on clip indices gives exactly which clips it served; those, plus the bitmap, are
 the served set, and a new generation of the new layout serves everything else: nothing twice, nothing lost.
 What is not kept exactly is order: the clips that sat in the old readers' shuffle buffers (at most
@@ -225,17 +225,19 @@ class Generation:
     batch, are cut into consecutive chunks, rank-major then reader: reader w of rank r gets
     slot_batch_count(batches, readers, w) * batch clips, exactly what it serves."""
 
-    layout: tuple[int, int, int]  # (world_size, readers per rank, clips per rank per batch)
+    layout: tuple[
+        int, int, int, int
+    ]  # (world_size, readers per rank, clips per rank per batch, shuffle buffer)
     batches: int  # per rank
     chunks: tuple[np.ndarray, ...]  # global clip indices, sequence order; index rank * readers + reader
     shuffle_entropy: tuple[tuple[int, ...], ...]  # seeds each reader's shuffle buffer
 
 
 def plan_generation(
-    order: np.ndarray, served: np.ndarray, layout: tuple[int, int, int], *, seed: int, epoch: int
+    order: np.ndarray, served: np.ndarray, layout: tuple[int, int, int, int], *, seed: int, epoch: int
 ) -> Generation:
     """The generation that serves the clips of `order` not marked in `served` (bool, by global index)."""
-    world_size, readers, batch = layout
+    world_size, readers, batch, _ = layout
     remaining = order[~served[order]]
     batches = len(remaining) // (world_size * batch)
     chunks, start = [], 0
@@ -251,10 +253,10 @@ def plan_generation(
     return Generation(layout=layout, batches=batches, chunks=tuple(chunks), shuffle_entropy=entropy)
 
 
-def served_by(generation: Generation, batches: int, *, shuffle_size: int) -> np.ndarray:
+def served_by(generation: Generation, batches: int) -> np.ndarray:
     """Global indices of the clips `generation` served in its first `batches` batches per rank: the
     shuffle buffer's output order depends only on how many items pass through it, so it replays on indices."""
-    _, readers, batch = generation.layout
+    _, readers, batch, shuffle_size = generation.layout
     served: list[int] = []
     for reader, chunk in enumerate(generation.chunks):
         count = slot_batch_count(batches, readers, reader % readers) * batch
@@ -536,7 +538,7 @@ class ClipStream:
         self.shard_offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])  # global index of each first clip
         self.total_clips = int(counts.sum())
         self.readers_per_rank = max(1, config.num_workers)
-        self.layout = (world_size, self.readers_per_rank, config.batch_size)
+        self.layout = (world_size, self.readers_per_rank, config.batch_size, config.shuffle_buffer)
         # a fresh epoch's batches per rank; the tail that does not fill a global batch is left out
         self.batches_per_epoch: int = self.total_clips // (world_size * config.batch_size)
         if self.batches_per_epoch == 0:
@@ -560,17 +562,16 @@ class ClipStream:
                     "made before world-size-free positions; resume it with a new --run-name"
                 )
             return dataclasses.replace(position, layout=self.layout)
-        served = pack_served(self.served_mask(position))
+        served = self.served_mask(position)
         log.info(
-            "resuming epoch %d on layout %s (was %s): %d clips of %d already served",
-            position.epoch, self.layout, position.layout,
-            int(self.served_mask(position).sum()), self.total_clips,
+            "epoch %d continues on layout %s (world size, readers/rank, clips/rank, shuffle; was %s): %d of its "
+            "%d clips already served", position.epoch, self.layout, position.layout, served.sum(), self.total_clips,
         )  # fmt: skip
         return DataPosition(
             epoch=position.epoch,
             batches_in_epoch=0,
             samples_seen=position.samples_seen,
-            served_before=served,
+            served_before=pack_served(served),
             layout=self.layout,
         )
 
@@ -581,9 +582,7 @@ class ClipStream:
             generation = self._generation(position.epoch, position.served_before, position.layout)
             if position.batches_in_epoch > generation.batches:
                 raise ValueError(self._outside_message(position, generation))
-            served[
-                served_by(generation, position.batches_in_epoch, shuffle_size=self.config.shuffle_buffer)
-            ] = True
+            served[served_by(generation, position.batches_in_epoch)] = True
         return served
 
     def loader(self, position: DataPosition) -> DataLoader:
@@ -618,11 +617,11 @@ class ClipStream:
         key = (epoch, served_before, layout)
         if key not in self._generations:
             self._generations.clear()  # one epoch at a time; the order is N int64s
-            world_size, readers, batch = layout
+            world_size, readers, batch, shuffle = layout
             order = epoch_clip_order(self.shards, seed=self.config.seed, epoch=epoch)
             served = unpack_served(served_before, self.total_clips)
             self._generations[key] = plan_generation(
-                order, served, (world_size, readers, batch), seed=self.config.seed, epoch=epoch
+                order, served, (world_size, readers, batch, shuffle), seed=self.config.seed, epoch=epoch
             )
         return self._generations[key]
 

@@ -37,7 +37,7 @@ class DataPosition:
     already independent of the world size (fine-tuning's global batches) leaves `layout` and
     `served_before` empty. The clip stream fills them: `served_before` marks the clips of the epoch's
     world-size-free clip sequence that were served before `layout` (world size, readers per rank, clips
-    per rank per batch) began, so any other layout can work out exactly which clips are left
+    per rank per batch, shuffle buffer) began, so any other layout can work out exactly which clips are left
     (pipelines/training/stream.py, "Resuming on another layout").
     """
 
@@ -45,7 +45,7 @@ class DataPosition:
     batches_in_epoch: int  # batches consumed per rank under `layout` (since it began serving this epoch)
     samples_seen: int  # samples consumed since the start of training (all ranks together)
     served_before: bytes = b""  # pack_served bitmap over the epoch's clips; b"": none
-    layout: tuple[int, ...] = ()  # (world_size, readers per rank, clips per rank per batch); (): none
+    layout: tuple[int, ...] = ()  # (world_size, readers/rank, clips/rank/batch, shuffle buffer); (): none
 
     def __post_init__(self) -> None:
         for name in ("epoch", "batches_in_epoch", "samples_seen"):
@@ -56,8 +56,8 @@ class DataPosition:
             raise ValueError(
                 f"DataPosition.served_before must be bytes, got {type(self.served_before).__name__}"
             )
-        if not all(isinstance(v, int) and v > 0 for v in self.layout) or len(self.layout) not in (0, 3):
-            raise ValueError(f"DataPosition.layout must be () or 3 positive ints, got {self.layout!r}")
+        if not all(isinstance(v, int) and v > 0 for v in self.layout) or len(self.layout) not in (0, 4):
+            raise ValueError(f"DataPosition.layout must be () or 4 positive ints, got {self.layout!r}")
 
     def to_state(self) -> dict[str, Any]:
         """As stored in the train state: the bitmap as a uint8 tensor (weights_only loading refuses bytes)."""

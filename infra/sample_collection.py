@@ -1,6 +1,6 @@
 """Generate a small collection in the HowTo100M layout, with real videos and the broken cases a crawl has.
 
-    python -m pipelines.sample_collection --out /tmp/howto_sample [--num-good-videos 12]
+    python -m infra.sample_collection --out /tmp/howto_sample [--num-good-videos 12]
 
 Layout under `root`: `videos/` (some in `part_1/`, `part_2/`), `HowTo100M_v1.csv`
 (`video_id,category_1,category_2,rank,task_id`) and `caption.json` (one line,
@@ -34,8 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ffmpeg
-import tyro
 
+from pipelines.cli import parse_config
 from pipelines.video import fps_mode_output_kwargs
 
 # Solid colours the videos show, by the name their captions use. RGB, 0..255.
@@ -670,7 +670,7 @@ def describe_collection(collection: SampleCollection) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> SampleCollection:
-    args = tyro.cli(SampleCollectionArgs, args=argv)
+    args = parse_config(SampleCollectionArgs, argv)
     spec = SampleCollectionSpec(
         num_good_videos=args.num_good_videos,
         include_broken=args.include_broken,

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.sample_collection import VideoRecipe, segments_between, write_video
+from infra.sample_collection import VideoRecipe, segments_between, write_video
 
 SAMPLE_COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "white", "black")
 _TEMPLATES = ("{a} then {b}", "a {a} screen turns {b}", "the screen goes from {a} to {b}")
