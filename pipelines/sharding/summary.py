@@ -7,9 +7,10 @@ import textwrap
 from collections import Counter
 from dataclasses import asdict, dataclass
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.sharding.manifest import MANIFEST_PREFIX, STATUS_OK, read_manifest
+from pipelines.sharding.manifest import MANIFEST_PREFIX, STATUS_OK
 from pipelines.sharding.plan import PLAN_KEY, Plan
 from pipelines.sharding.shard_task import ShardReport
 from pipelines.storage import Storage
@@ -64,9 +65,8 @@ class ShardingSummary:
 
 
 def summarize(
-    storage: Storage, plan: Plan, reports: list[ShardReport], *, wall_seconds: float
+    storage: Storage, plan: Plan, manifest: pa.Table, reports: list[ShardReport], *, wall_seconds: float
 ) -> ShardingSummary:
-    manifest = read_manifest(storage)
     ok = pc.equal(manifest["status"], STATUS_OK)
     ok_rows = manifest.filter(ok)
     failed_reasons = Counter(manifest.filter(pc.invert(ok))["reason"].to_pylist())
