@@ -276,10 +276,10 @@ def measure_job(files: list[Path], kind: str, scratch: Path, ray_address: str) -
     rows = pads.dataset(out / "manifest", format="parquet").to_table().to_pylist()
     samples = _sample_timestamps(out)
     return Measurement(
-        video_seconds=summary.run_video_seconds,
-        cpu_seconds=summary.run_cpu_seconds,
-        wall_seconds=summary.run_wall_seconds,
-        peak_rss_mib=summary.peak_task_rss_mib,
+        video_seconds=summary.this_run.video_seconds,
+        cpu_seconds=summary.this_run.cpu_seconds,
+        wall_seconds=summary.this_run.wall_seconds,
+        peak_rss_mib=summary.this_run.peak_task_rss_mib,
         output_bytes=sum(path.stat().st_size for path in (out / "shards").glob("*.tar")),
         frames={
             f"{row['video_id']}": samples.get(row["video_id"], []) for row in rows if row["status"] == "ok"

@@ -66,7 +66,7 @@ def test_local_output_is_complete_and_readable_by_stock_reader(sample_collection
     assert_complete_output(tmp_path / "out", sample_collection)
     assert summary.ok_videos == len(sample_collection.good_ids)
     assert summary.failed_by_reason == _count(expected_reasons(sample_collection).values())
-    assert summary.video_seconds_per_cpu_second > 0 and summary.peak_task_rss_mib > 0
+    assert summary.this_run.video_seconds_per_cpu_second > 0 and summary.this_run.peak_task_rss_mib > 0
 
 
 def test_each_bad_input_gets_its_own_reason(sample_collection, ray_driver, tmp_path):
@@ -132,3 +132,37 @@ def test_in_process_sharding_gives_the_same_complete_output(sample_collection, t
     assert sum(r.ok for r in reports) == len(sample_collection.good_ids)
     assert_complete_output(tmp_path / "out", sample_collection)
     assert shard_in_process(sharding_config(sample_collection, str(tmp_path / "out"))) == []  # all committed
+
+
+def test_rerun_keeps_the_totals_and_each_runs_figures_and_rebuilds_the_consolidated_manifest(
+    sample_collection, ray_driver, tmp_path
+):
+    import json
+
+    from pipelines.sharding.manifest import CONSOLIDATED_MANIFEST_KEY, load_manifest
+    from pipelines.storage import open_storage
+
+    out = tmp_path / "out"
+    first = run_sharding_job(sharding_config(sample_collection, str(out)))
+    storage = open_storage(str(out))
+    assert load_manifest(storage).consolidated_current
+    written = (out / CONSOLIDATED_MANIFEST_KEY).stat().st_mtime_ns
+
+    again = run_sharding_job(sharding_config(sample_collection, str(out)))  # nothing left to do
+    assert (out / CONSOLIDATED_MANIFEST_KEY).stat().st_mtime_ns == written  # current: not rewritten
+    totals = ("ok_videos", "failed_by_reason", "frames", "video_hours", "complete_shards", "manifest_rows")
+    assert {k: getattr(again, k) for k in totals} == {k: getattr(first, k) for k in totals}
+    assert again.runs[0] == first.this_run and first.this_run.shards > 0 and again.this_run.shards == 0
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["ok_videos"] == first.ok_videos and len(saved["runs"]) == 2
+    assert saved["runs"][0]["peak_task_rss_mib"] == first.this_run.peak_task_rss_mib > 0
+    assert "no shard left to do" in again.render() and "run 1/2" in again.render()
+
+    for shard in (0, 1):  # two shards not committed, as after a crash: the consolidated file is stale
+        (out / f"manifest/{shard:06d}.parquet").unlink()
+    resumed = run_sharding_job(sharding_config(sample_collection, str(out)))
+    assert resumed.this_run.shards == 2 and len(resumed.runs) == 3
+    rebuilt = load_manifest(storage)
+    assert rebuilt.consolidated_current and rebuilt.parts == frozenset(range(resumed.total_shards))
+    assert sorted(map(str, rebuilt.table.to_pylist())) == sorted(map(str, read_manifest_rows(out)))
+    assert_complete_output(out, sample_collection)

@@ -7,7 +7,9 @@ DuckDB pointed at the folder.
 At ~12k shards, reading every part is ~12k GETs, so the job also writes `manifest.parquet` (all
 parts in one file, written atomically when the job ends, naming the parts it covers). Readers
 list the parts (one LIST per 1000) and use the consolidated file for every part it covers; parts
-it does not cover (a job still running or resumed since) are read concurrently.
+it does not cover (a job still running or resumed since) are read concurrently. Parts are written
+once; a run with shards to do deletes the consolidated file first, so a redone part is never
+answered from an old copy.
 """
 
 from __future__ import annotations
@@ -141,6 +143,12 @@ def write_consolidated_manifest(storage: Storage, snapshot: ManifestSnapshot) ->
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     storage.write_bytes(CONSOLIDATED_MANIFEST_KEY, sink.getvalue())
+
+
+def drop_consolidated_manifest(storage: Storage) -> None:
+    """Called before a run commits shards: currency is judged by the parts' names, so a part rewritten
+    under an old name (its shard redone after its part was deleted) must not meet a file that covers it."""
+    storage.delete(CONSOLIDATED_MANIFEST_KEY)
 
 
 def _read_consolidated(storage: Storage) -> tuple[frozenset[int], pa.Table | None]:

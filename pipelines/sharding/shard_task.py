@@ -81,7 +81,11 @@ def process_shard(task: ShardTask, storage: Storage) -> ShardReport:
                     row = _with_bytes(row, writer.add_sample(row.key, metadata, jpegs))
                 rows.append(row)
         tar_bytes = tar_path.stat().st_size
-        storage.upload_file(task.shard_key, tar_path)  # atomic: visible whole or not at all
+        if any(row.status == STATUS_OK for row in rows):
+            storage.upload_file(task.shard_key, tar_path)  # atomic: visible whole or not at all
+        else:  # no sample: no tar (an empty one breaks stock readers); drop one an earlier attempt left
+            tar_bytes = 0
+            storage.delete(task.shard_key)
     failpoint("after_tar_upload")
     storage.write_bytes(manifest_key(task.shard), manifest_part_bytes(rows))  # the commit marker
     return _report(task.shard, rows, started, cpu_before, tar_bytes)
