@@ -161,3 +161,29 @@ def test_a_shard_whose_videos_all_failed_has_no_tar_and_the_readme_reader_still_
     for shard in sorted(with_ok):  # the README's reader snippet, on every tar there is
         samples = list(wds.WebDataset(str(out / shard), shardshuffle=False).decode("pil"))
         assert samples and all("json" in sample for sample in samples)
+
+
+def test_the_consolidated_manifest_is_written_at_the_end_kept_when_current_and_rebuilt_on_resume(
+    sample_collection, ray_driver, tmp_path
+):
+    from pipelines.sharding.manifest import CONSOLIDATED_MANIFEST_KEY, load_manifest
+    from pipelines.storage import open_storage
+
+    out = tmp_path / "out"
+    first = run_sharding_job(sharding_config(sample_collection, str(out)))
+    storage = open_storage(str(out))
+    assert load_manifest(storage).consolidated_current
+    written = (out / CONSOLIDATED_MANIFEST_KEY).stat().st_mtime_ns
+
+    again = run_sharding_job(sharding_config(sample_collection, str(out)))  # nothing left to do
+    assert (out / CONSOLIDATED_MANIFEST_KEY).stat().st_mtime_ns == written  # current: not rewritten
+    assert again.ok_videos == first.ok_videos and again.failed_by_reason == first.failed_by_reason
+
+    for shard in (0, 1):  # two shards not committed, as after a crash: the consolidated file is stale
+        (out / f"manifest/{shard:06d}.parquet").unlink()
+    resumed = run_sharding_job(sharding_config(sample_collection, str(out)))
+    assert resumed.run_shards == 2
+    rebuilt = load_manifest(storage)
+    assert rebuilt.consolidated_current and rebuilt.parts == frozenset(range(resumed.total_shards))
+    assert sorted(map(str, rebuilt.table.to_pylist())) == sorted(map(str, read_manifest_rows(out)))
+    assert_complete_output(out, sample_collection)

@@ -21,11 +21,14 @@ from infra.sample_collection import COLOURS, SampleCollectionSpec, generate_samp
 from model.backbone import create_tokenizer
 from pipelines.howto100m.subset import SubsetConfig
 from pipelines.sharding.manifest import (
+    CONSOLIDATED_MANIFEST_KEY,
     STATUS_FAILED,
     STATUS_OK,
     ManifestRow,
+    load_manifest,
     manifest_key,
     manifest_part_bytes,
+    write_consolidated_manifest,
 )
 from pipelines.sharding.plan import ShardLayoutConfig, SourceConfig, build_plan
 from pipelines.sharding.shard_task import ShardTask, process_shard
@@ -312,6 +315,21 @@ def test_all_failed_shard_is_never_opened(uneven_root, tokenize):
     clip_stream = ClipStream(config(uneven_root, batch_size=1), tokenize, rank=0, world_size=1)
     assert "shards/tiny-000005.tar" not in {shard.key for shard in clip_stream.shards}
     assert len(epoch_batches(clip_stream)) == TOTAL_CLIPS
+
+
+def test_the_manifest_is_read_once_per_rank_and_never_by_loader_workers(tmp_path, tokenize):
+    # A consolidated manifest that covers every part is what start-up reads; once the stream exists, its
+    # loader workers read only tars: with every manifest file gone they still serve the whole epoch.
+    root = tmp_path / "out"
+    publish(open_storage(str(root)), tmp_path / "scratch", UNEVEN)
+    storage = open_storage(str(root))
+    write_consolidated_manifest(storage, load_manifest(storage))
+    assert load_manifest(storage).consolidated_current
+    expected = epoch_batches(ClipStream(config(str(root), num_workers=2), tokenize, rank=0, world_size=2))
+    clip_stream = ClipStream(config(str(root), num_workers=2), tokenize, rank=0, world_size=2)
+    storage.delete_prefix("manifest/")
+    storage.delete(CONSOLIDATED_MANIFEST_KEY)
+    assert_same_batches(epoch_batches(clip_stream), expected)
 
 
 def test_s3_root_gives_the_same_batches_as_a_local_one(s3_url, uneven_root, tokenize, tmp_path):

@@ -3,11 +3,14 @@
     python -m pipelines.sharding.contact_sheet --shard OUT/shards/howto100m-000000.tar --out sheet.png
 
 The shard is read with the stock `webdataset` reader, so the sheet shows what training will see.
+A shard whose videos all failed has no tar (its manifest part says why): asking for one is answered
+in one line, as is a tar with no sample (written by versions that still made empty tars).
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass
@@ -18,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.cli import parse_config
 from pipelines.config_values import PositiveInt
-from pipelines.storage import open_storage
+from pipelines.storage import ObjectNotFound, open_storage
 
 CELL_WIDTH = 224
 TEXT_LINES = 5
@@ -37,14 +40,16 @@ class ContactSheetConfig:
 
 def read_sample(shard_path: str | Path, video_id: str = "") -> dict:
     """One sample from a local tar, decoded by the stock reader (frames as PIL images)."""
-    dataset = wds.WebDataset(str(shard_path), shardshuffle=False, nodesplitter=wds.split_by_node).decode(
-        "pil"
-    )
+    dataset = wds.WebDataset(
+        str(shard_path), shardshuffle=False, nodesplitter=wds.split_by_node, empty_check=False
+    ).decode("pil")  # an empty tar gets the one-line error below, not webdataset's traceback
     for sample in dataset:
         if not video_id or sample["__key__"] == video_id:
             return sample
     raise ValueError(
-        f"no sample {video_id!r} in {shard_path}" if video_id else f"{shard_path} holds no samples"
+        f"no sample {video_id!r} in {shard_path}"
+        if video_id
+        else f"{shard_path} holds no samples (all its videos failed; its manifest part says why): pick another shard"
     )
 
 
@@ -120,19 +125,33 @@ def make_contact_sheet(config: ContactSheetConfig) -> Path:
 
 
 def _local_copy(shard: str, scratch: Path) -> Path:
-    if not shard.startswith("s3://"):
-        return Path(shard)
     root, _, name = shard.rpartition("/")
-    local = scratch / name
-    with open_storage(root).open_read(name) as source, open(local, "wb") as target:
-        shutil.copyfileobj(source, target)
-    return local
+    try:
+        if not shard.startswith("s3://"):
+            if not Path(shard).is_file():
+                raise ObjectNotFound(shard)
+            return Path(shard)
+        local = scratch / name
+        with open_storage(root).open_read(name) as source, open(local, "wb") as target:
+            shutil.copyfileobj(source, target)
+        return local
+    except ObjectNotFound:
+        raise FileNotFoundError(
+            f"no shard {shard}: a shard whose videos all failed has no tar (its manifest part says why); "
+            "pick another from the shards/ folder"
+        ) from None
 
 
-def main(argv: list[str] | None = None) -> None:
-    out = make_contact_sheet(parse_config(ContactSheetConfig, argv))
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(ContactSheetConfig, argv)
+    try:
+        out = make_contact_sheet(config)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"contact sheet: {out.resolve()}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

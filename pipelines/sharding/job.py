@@ -17,7 +17,12 @@ from tqdm import tqdm
 from pipelines.failpoints import failpoint_runtime_env
 from pipelines.howto100m import SubsetConfig
 from pipelines.ray_cluster import connect_to_ray
-from pipelines.sharding.manifest import completed_shards
+from pipelines.sharding.manifest import (
+    completed_shards,
+    drop_consolidated_manifest,
+    load_manifest,
+    write_consolidated_manifest,
+)
 from pipelines.sharding.plan import Plan, ShardLayoutConfig, SourceConfig, load_or_create_plan
 from pipelines.sharding.shard_task import ShardReport, ShardTask, process_shard
 from pipelines.sharding.summary import ShardingSummary, summarize
@@ -65,9 +70,15 @@ def run_sharding_job(config: ShardingConfig) -> ShardingSummary:
         f"({'new' if created else 'resumed'}; {len(done)} complete, {len(pending)} to do) -> {storage.url}",
         flush=True,
     )
+    if pending:  # rebuilt when this run ends (see drop_consolidated_manifest)
+        drop_consolidated_manifest(storage)
     started = time.monotonic()
     reports, errors = _run_shard_tasks(plan, pending, config, storage)
-    summary = summarize(storage, plan, reports, wall_seconds=time.monotonic() - started)
+    wall_seconds = time.monotonic() - started
+    manifest = load_manifest(storage)
+    if not manifest.consolidated_current:  # new parts since it was written (or none written yet)
+        write_consolidated_manifest(storage, manifest)
+    summary = summarize(storage, plan, manifest.table, reports, wall_seconds=wall_seconds)
     print(summary.render(), flush=True)
     summary.save(storage)
     if errors:

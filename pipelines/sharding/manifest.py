@@ -3,19 +3,32 @@
 A shard is complete iff its manifest part exists, so the part doubles as the shard's commit
 marker; resume lists `manifest/` to know what is done. Readable with pyarrow.dataset, pandas or
 DuckDB pointed at the folder.
+
+At ~12k shards, reading every part is ~12k GETs, so the job also writes `manifest.parquet` (all
+parts in one file, written atomically when the job ends, naming the parts it covers). Readers
+list the parts (one LIST per 1000) and use the consolidated file for every part it covers; parts
+it does not cover (a job still running or resumed since) are read concurrently. Parts are written
+once; a run with shards to do deletes the consolidated file first, so a redone part is never
+answered from an old copy.
 """
 
 from __future__ import annotations
 
 import io
+import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipelines.storage import Storage
+from pipelines.storage import ObjectNotFound, Storage
 
 MANIFEST_PREFIX = "manifest/"
+CONSOLIDATED_MANIFEST_KEY = "manifest.parquet"
+_COVERS_METADATA = b"manifest_parts"  # Parquet key-value metadata: JSON list of the shard indices covered
+READ_CONCURRENCY = 32  # parts in flight at once: GETs are latency-bound, not bandwidth-bound
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
@@ -70,21 +83,84 @@ def manifest_part_bytes(rows: list[ManifestRow]) -> bytes:
 
 def completed_shards(storage: Storage) -> set[int]:
     """Indices of shards whose manifest part exists (= committed)."""
-    done = set()
+    return set(_part_keys(storage))
+
+
+def _part_keys(storage: Storage) -> dict[int, str]:
+    parts = {}
     for key in storage.list(MANIFEST_PREFIX):
         name = key.rsplit("/", 1)[-1]
         if name.endswith(".parquet") and name[: -len(".parquet")].isdigit():
-            done.add(int(name[: -len(".parquet")]))
-    return done
+            parts[int(name[: -len(".parquet")])] = key
+    return parts
+
+
+@dataclass(frozen=True)
+class ManifestSnapshot:
+    table: pa.Table  # the rows of `parts`, in shard order, cast to MANIFEST_SCHEMA
+    parts: frozenset[int]  # committed shards the table covers (all of them at the time of reading)
+    consolidated_current: bool  # the consolidated file covered every part: no need to rewrite it
 
 
 def read_manifest(storage: Storage) -> pa.Table:
     """All committed manifest parts as one table (empty table with the schema if none)."""
-    parts = [
-        pq.read_table(io.BytesIO(storage.read_bytes(key)))
-        for key in storage.list(MANIFEST_PREFIX)
-        if key.endswith(".parquet")
-    ]
-    if not parts:
-        return MANIFEST_SCHEMA.empty_table()
-    return pa.concat_tables(parts).cast(MANIFEST_SCHEMA)
+    return load_manifest(storage).table
+
+
+def load_manifest(storage: Storage) -> ManifestSnapshot:
+    """The committed manifest: the consolidated file for the parts it covers, the other parts read concurrently.
+
+    A consolidated file that names a part which is not committed (parts deleted by hand, another
+    job's file copied in) is ignored whole: the parts are the truth.
+    """
+    parts = _part_keys(storage)
+    covered, consolidated = _read_consolidated(storage)
+    if not covered <= parts.keys():
+        covered, consolidated = frozenset(), None
+    missing = sorted(parts.keys() - covered)
+    tables = [consolidated] if consolidated is not None else []
+    tables += read_parts(storage, [parts[shard] for shard in missing])
+    table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+    if missing and consolidated is not None:  # keep rows in shard order, as if read from the parts
+        table = table.take(pc.sort_indices(table, [("shard", "ascending")]))
+    return ManifestSnapshot(
+        table=table, parts=frozenset(parts), consolidated_current=consolidated is not None and not missing
+    )
+
+
+def read_parts(storage: Storage, keys: list[str]) -> list[pa.Table]:
+    """The manifest parts at `keys`, READ_CONCURRENCY at a time (threads: GETs wait on the network)."""
+    if not keys:
+        return []
+    with ThreadPoolExecutor(max_workers=min(READ_CONCURRENCY, len(keys))) as pool:
+        return list(pool.map(lambda key: _parquet_table(storage.read_bytes(key)), keys))
+
+
+def write_consolidated_manifest(storage: Storage, snapshot: ManifestSnapshot) -> None:
+    """`snapshot` as the one-file manifest; a single atomic write (temp + rename locally, one PUT on S3)."""
+    covers = json.dumps(sorted(snapshot.parts)).encode()
+    table = snapshot.table.replace_schema_metadata({_COVERS_METADATA: covers})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    storage.write_bytes(CONSOLIDATED_MANIFEST_KEY, sink.getvalue())
+
+
+def drop_consolidated_manifest(storage: Storage) -> None:
+    """Called before a run commits shards: currency is judged by the parts' names, so a part rewritten
+    under an old name (its shard redone after its part was deleted) must not meet a file that covers it."""
+    storage.delete(CONSOLIDATED_MANIFEST_KEY)
+
+
+def _read_consolidated(storage: Storage) -> tuple[frozenset[int], pa.Table | None]:
+    try:
+        table = pq.read_table(io.BytesIO(storage.read_bytes(CONSOLIDATED_MANIFEST_KEY)))
+    except (ObjectNotFound, pa.ArrowInvalid):  # none yet, or not a Parquet file: the parts still answer
+        return frozenset(), None
+    covers = (table.schema.metadata or {}).get(_COVERS_METADATA)
+    if covers is None:  # not ours: ignore it
+        return frozenset(), None
+    return frozenset(json.loads(covers)), table.replace_schema_metadata(None).cast(MANIFEST_SCHEMA)
+
+
+def _parquet_table(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data)).cast(MANIFEST_SCHEMA)

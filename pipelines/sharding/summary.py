@@ -8,9 +8,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.sharding.manifest import MANIFEST_PREFIX, STATUS_OK, read_manifest
+from pipelines.sharding.manifest import CONSOLIDATED_MANIFEST_KEY, MANIFEST_PREFIX, STATUS_OK
 from pipelines.sharding.plan import PLAN_KEY, Plan
 from pipelines.sharding.shard_task import ShardReport
 from pipelines.storage import Storage
@@ -56,7 +57,8 @@ class ShardingSummary:
         lines += [
             f"frames      {self.frames} (1 fps), {self.video_hours:.3f} h of video",
             *self._run_lines(),
-            f"plan {PLAN_KEY}, manifest {MANIFEST_PREFIX}, shards shards/ under {self.out}",
+            f"plan {PLAN_KEY}, manifest {MANIFEST_PREFIX} ({CONSOLIDATED_MANIFEST_KEY} in one file), "
+            f"shards shards/ under {self.out}",
         ]
         return "\n".join(lines)
 
@@ -78,9 +80,13 @@ class ShardingSummary:
 
 
 def summarize(
-    storage: Storage, plan: Plan, reports: list[ShardReport], *, wall_seconds: float
+    storage: Storage,
+    plan: Plan,
+    manifest: pa.Table,
+    reports: list[ShardReport],
+    *,
+    wall_seconds: float,
 ) -> ShardingSummary:
-    manifest = read_manifest(storage)
     ok = pc.equal(manifest["status"], STATUS_OK)
     ok_rows = manifest.filter(ok)
     failed_reasons = Counter(manifest.filter(pc.invert(ok))["reason"].to_pylist())
