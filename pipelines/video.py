@@ -1,6 +1,6 @@
 """Probe a video with ffprobe and decode it at a fixed rate (default 1 frame per second) into JPEG bytes.
 
-One `ffprobe` (two in fast mode) and one `ffmpeg` child process per video, built with ffmpeg-python and
+One `ffprobe` and one `ffmpeg` child process per video, built with ffmpeg-python and
 run without a shell (paths are passed as `file:` arguments, so spaces, a leading '-' or a ':' in a name
 are harmless). Every failure is a `VideoDecodeError` whose `reason` is one of `FAILURE_REASONS`, stable
 enough for a manifest.
@@ -19,9 +19,9 @@ encoded), so the "fast" default does not decode B-frames (`-skip_frame bidir`, w
 non-reference frames). Only frames that no decoded frame refers to are dropped (x264's B-pyramid
 references are B-frames themselves), so no image is damaged; the tests bound the pixel difference on
 static patterns. The sample at t = n/F is then the latest *decoded* frame at or before n/F, up to a few
-source frames (~0.1 s at 30 fps with 3 B-frames) older than the exact one. Before decoding, one more
-ffprobe lists the packet timestamps (a demux pass, no decoding): in decode order a B-frame is one shown
-before an earlier-decoded frame, so the frames left after skipping are known, and if a sample would lag
+source frames (~0.1 s at 30 fps with 3 B-frames) older than the exact one. The ffprobe that reads the
+streams also lists the packet timestamps (its demux pass, no decoding): in decode order a B-frame is one
+shown before an earlier-decoded frame, so the frames left after skipping are known, and if a sample would lag
 its slot by more than `max_frame_lag_s` (0.25 s: low frame rates, long B-frame runs, variable frame rate)
 the video is decoded exactly. A `showinfo` before `fps` logs every decoded frame's time, and the same bound
 is checked on what was really decoded; a miss means an exact re-decode ("exact_fallback"). Streams
@@ -166,13 +166,18 @@ class DecodedVideo:
 
 def probe_video(path: str | os.PathLike, *, timeout_s: float = 60.0) -> VideoInfo:
     """ffprobe `path`; raises VideoDecodeError (missing_file, empty_file, not_a_video, no_video_stream, timeout)."""
-    path_str = os.fspath(path)
-    _check_file_is_readable(path_str)
-    result = _run_with_timeout(_ffprobe_args(path_str), timeout_s=timeout_s, program="ffprobe")
+    return _probe(os.fspath(path), with_packets=False, timeout_s=timeout_s)[0]
+
+
+def _probe(path: str, *, with_packets: bool, timeout_s: float) -> tuple[VideoInfo, dict[str, Any]]:
+    """VideoInfo and ffprobe's whole answer, which with `with_packets` also lists every packet's time:
+    one ffprobe per video, its demux pass (~1% of a decode) read once for what the fast path needs."""
+    _check_file_is_readable(path)
+    result = _run_with_timeout(_ffprobe_args(path, with_packets), timeout_s=timeout_s, program="ffprobe")
     if result.returncode != 0:
         raise VideoDecodeError("not_a_video", _last_error_line(result.stderr, "ffprobe failed"))
     probe = json.loads(result.stdout.decode("utf-8", errors="replace"))
-    return _video_info_from_probe(probe)
+    return _video_info_from_probe(probe), probe
 
 
 def _check_file_is_readable(path: str) -> None:
@@ -188,10 +193,11 @@ def _check_file_is_readable(path: str) -> None:
         raise VideoDecodeError("decode_error", f"file is not readable (permissions): {path}")
 
 
-def _ffprobe_args(path: str) -> list[str]:
+def _ffprobe_args(path: str, with_packets: bool) -> list[str]:
+    packets = ["-show_entries", "packet=stream_index,pts_time"] if with_packets else []
     return [
         "ffprobe", "-hide_banner", "-v", "error", "-print_format", "json",
-        "-show_format", "-show_streams", _ffmpeg_file_url(path),
+        "-show_format", "-show_streams", *packets, _ffmpeg_file_url(path),
     ]  # fmt: skip
 
 
@@ -274,11 +280,11 @@ def decode_frames_at_1fps(path: str | os.PathLike, config: DecodeConfig = Decode
     path_str = os.fspath(path)
     if config.decoder == "nvdec":
         require_nvdec()
-    info = probe_video(path_str, timeout_s=config.timeout_s)
+    info, probe = _probe(path_str, with_packets=config.decode_mode == "fast", timeout_s=config.timeout_s)
     if info.duration_s < config.min_duration_s:
         raise VideoDecodeError("too_short", f"duration {info.duration_s:.3f} s < {config.min_duration_s} s")
     deadline = started + config.timeout_s
-    decode_path = _choose_decode_path(path_str, info, config, deadline)
+    decode_path = _choose_decode_path(info, probe, config)
     if decode_path == "fast":
         try:
             frames = _run_ffmpeg_decode(path_str, info, config, skip_bframes=True, deadline=deadline)
@@ -293,12 +299,12 @@ def decode_frames_at_1fps(path: str | os.PathLike, config: DecodeConfig = Decode
     return _decoded_video(info, config, frames, started, decode_path)
 
 
-def _choose_decode_path(path: str, info: VideoInfo, config: DecodeConfig, deadline: float) -> str:
+def _choose_decode_path(info: VideoInfo, probe: dict[str, Any], config: DecodeConfig) -> str:
     """ "exact" when asked or when there are no B-frames to skip; "exact_fallback" when the packet
     timestamps already show that skipping them would make a sample lag > max_frame_lag_s; else "fast"."""
     if config.decode_mode == "exact" or not info.reorders_frames:
         return "exact"
-    reference_times = predicted_reference_frame_times(path, info.stream_index, deadline=deadline)
+    reference_times = reference_frame_times(probe, info.stream_index)
     if reference_times:
         last_slot = int(reference_times[-1] * config.fps)
         slots = [n / config.fps for n in range(last_slot + 1)]
@@ -308,19 +314,18 @@ def _choose_decode_path(path: str, info: VideoInfo, config: DecodeConfig, deadli
 
 
 def predicted_reference_frame_times(path: str, stream_index: int, *, deadline: float) -> list[float]:
+    """The frames `-skip_frame bidir` still decodes in stream `stream_index` of `path` (see below)."""
+    _, probe = _probe(path, with_packets=True, timeout_s=deadline - time.monotonic())
+    return reference_frame_times(probe, stream_index)
+
+
+def reference_frame_times(probe: dict[str, Any], stream_index: int) -> list[float]:
     """Display times (s, from the file's start) of the frames `-skip_frame bidir` still decodes, predicted
-    from the packets alone (a demux pass, ~1% of a decode): in decode order a B-frame is displayed before a
-    frame decoded earlier, so the others are the packets whose time exceeds every earlier one.
-    [] when a packet has no timestamp (the decode's own check then decides)."""
-    args = [
-        "ffprobe", "-hide_banner", "-v", "error", "-select_streams", str(stream_index), "-show_entries",
-        "packet=pts_time:format=start_time", "-print_format", "json", _ffmpeg_file_url(path),
-    ]  # fmt: skip
-    result = _run_with_timeout(args, timeout_s=deadline - time.monotonic(), program="ffprobe")
-    if result.returncode != 0:
-        return []
-    probe = json.loads(result.stdout.decode("utf-8", errors="replace"))
-    times = [_parse_seconds(packet.get("pts_time")) for packet in probe.get("packets", [])]
+    from the packets alone: in decode order a B-frame is displayed before a frame decoded earlier, so the
+    others are the packets whose time exceeds every earlier one. [] when a packet has no timestamp (the
+    decode's own check then decides)."""
+    packets = [p for p in probe.get("packets", []) if p.get("stream_index") == stream_index]
+    times = [_parse_seconds(packet.get("pts_time")) for packet in packets]
     start = _parse_seconds(probe.get("format", {}).get("start_time"))
     if not times or not all(math.isfinite(t) for t in times):
         return []
