@@ -12,7 +12,7 @@ from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from pipelines.checkpoint import layout
 from pipelines.checkpoint.read import read_checkpoint
-from pipelines.training.checkpoints import CheckpointStore
+from pipelines.checkpoint.store import CheckpointStore
 
 
 def test_file_names_are_those_checkpoints_were_written_with() -> None:

@@ -30,10 +30,10 @@ from model.clip4clip import CLIP4Clip
 from model.formats import save_model
 from pipelines.checkpoint.layout import LOSS_CURVE_FILE, METRICS_FILE, RUN_CONFIG_FILE, TRAIN_STATE_FILE
 from pipelines.checkpoint.read import read_checkpoint
+from pipelines.checkpoint.store import CheckpointRef, CheckpointStore
 from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.failpoints import failpoint
 from pipelines.training.batch_log import BatchLog
-from pipelines.training.checkpoints import CheckpointRef, CheckpointStore
 from pipelines.training.curves import plot_loss_curve
 from pipelines.training.frames import decode_clips_on_device, normalise_video
 from pipelines.training.optim import OptimConfig, build_optimizer, warmup_cosine

@@ -333,6 +333,18 @@ class CheckpointStore:
             return _download_files(self.storage, f"{ref.name}/", ref, Path(target))
         return download_checkpoint(ref, target)
 
+    def read_file(self, ref: CheckpointRef, file: str) -> bytes:
+        """One (small) file of a committed checkpoint of this run, e.g. its metrics or loss curve, checked
+        against the commit marker; ValueError if the checkpoint has no such file."""
+        if file not in ref.files:
+            raise ValueError(f"checkpoint {ref.url} has no {file} (its files: {sorted(ref.files)})")
+        data = self.storage.read_bytes(f"{ref.name}/{file}")
+        if hashlib.sha256(data).hexdigest() != ref.sha256[file]:
+            raise CheckpointCorrupt(
+                f"{ref.url}/{file} does not match its commit marker; the checkpoint is damaged"
+            )
+        return data
+
     def _newest_verified(
         self, listings: dict[int, _StepListing], *, older_than: int | None, verify_sha256: bool
     ) -> CheckpointRef | None:
