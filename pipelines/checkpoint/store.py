@@ -252,7 +252,7 @@ class CheckpointStore:
             pointer, etag, _ = self._read_latest()
             if pointer is not None and pointer.step >= step:
                 if pointer.step > step:
-                    logger.info("latest.json stays at step %d (newer than step %d)", pointer.step, step)
+                    logger.info("%s stays at step %d (newer than step %d)", LATEST, pointer.step, step)
                 return
             if self._try_write_latest(step, name, etag):
                 return
