@@ -1,7 +1,7 @@
 """Retrieval fine-tuning (symmetric cross-entropy, CLIP4Clip eq. 9-11) on the shared training loop and Ray Train
 scaffolding, then evaluation; or evaluation alone (`zero_shot`).
 
-The init model comes from `--init` (init_model.py); checkpoints of the fine-tuning run go to
+The init model comes from `--init` (pipelines.checkpoint.init_model); checkpoints of the fine-tuning run go to
 `<checkpoints>/<run_name>/` (resubmitting resumes), and the reports to `<checkpoints>/<run_name>/eval/`.
 """
 
