@@ -129,7 +129,7 @@ def finetune_worker(
         optim=config.optim,
         loop=loop,
         runtime=runtime,
-        run_config=_run_record(config, init, len(items)),
+        run_config=_run_record(config, init, len(items), loop),
         wrap=wrap,
         report=report,
     )
@@ -142,13 +142,15 @@ def seeded_init_model(config: FinetuneConfig) -> InitModel:
     return load_init_model(config.init)
 
 
-def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int) -> dict:
+def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int, loop: LoopConfig) -> dict:
+    job = dataclasses.asdict(config)
+    job["loop"] = dataclasses.asdict(loop)  # with the max_steps --epochs came to
     return {
         "run_name": config.resolved_run_name,
         "objective": "symmetric_cross_entropy",
         "model": init.model.config.to_dict(),
         "init": init.identity,
-        "job": dataclasses.asdict(config),
+        "job": job,
         "train_videos": train_videos,
     }
 
