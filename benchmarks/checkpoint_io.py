@@ -33,9 +33,9 @@ from safetensors.torch import save_file
 
 from infra.s3_server import LocalS3Server, S3ServerConfig
 from pipelines.checkpoint.layout import METRICS_FILE, RUN_CONFIG_FILE, TRAIN_STATE_FILE, WEIGHTS_FILE
+from pipelines.checkpoint.store import CheckpointConfig, CheckpointStore
 from pipelines.cli import parse_config
 from pipelines.storage import S3StorageConfig
-from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.train_state import DataPosition, capture_rng_state, save_train_state
 
 MB = 1e6

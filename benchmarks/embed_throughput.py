@@ -11,30 +11,44 @@ threads. The job adds Parquet writes and, on Ray, one model load per actor.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from infra.sample_msrvtt import generate_sample_msrvtt
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
+from pipelines.cli import parse_config
 from pipelines.embedding.embedder import embed_video_files
 from pipelines.embedding.inputs import folder_items
 from pipelines.finetuning.frame_cache import FrameCache, FrameCacheConfig
 
 SETTINGS = {"debug": {"max_frames": 4, "short_side": 64}, "ViT-B-32": {"max_frames": 12, "short_side": 224}}
+BenchmarkedModel = Literal["debug", "ViT-B-32"]  # the keys of SETTINGS
 
 
-def measure(backbone: str, videos: Path, cache_dir: Path, device: torch.device, batch_size: int) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkConfig:
+    """Embedding throughput (videos/s) per model, cold and warm frame cache."""
+
+    videos: int = 36  # generated MSR-VTT-layout videos embedded (12 of them from the test split)
+    models: tuple[BenchmarkedModel, ...] = ("debug", "ViT-B-32")
+    batch_size: int = 32
+
+
+def measure(
+    backbone: BenchmarkedModel, videos: Path, cache_dir: Path, device: torch.device, batch_size: int
+) -> dict:
     settings = SETTINGS[backbone]
     torch.manual_seed(0)
     config = CLIP4ClipConfig(
         backbone=backbone, pretrained="", head="meanP", max_frames=settings["max_frames"]
-    )  # type: ignore[arg-type]
+    )
     model = CLIP4Clip.from_config(config).eval().to(device)
     cache = FrameCache(
         FrameCacheConfig(frame_cache=str(cache_dir / backbone), short_side=settings["short_side"])
@@ -51,13 +65,7 @@ def measure(backbone: str, videos: Path, cache_dir: Path, device: torch.device, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--videos", type=int, default=36)
-    parser.add_argument("--models", nargs="+", default=["debug", "ViT-B-32"], choices=sorted(SETTINGS))
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args()
+    args = parse_config(BenchmarkConfig)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="embed-throughput-") as folder:
         root = Path(folder)

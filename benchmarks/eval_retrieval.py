@@ -11,15 +11,29 @@ shared, loaded machine the wall times are noisy; CPU time is reported next to th
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import time
+from dataclasses import dataclass
 
 import torch
 
 from model.clip4clip import CLIP4Clip
-from model.config import HEADS, CLIP4ClipConfig
+from model.config import HEADS, CLIP4ClipConfig, Head
 from model.metrics import retrieval_metrics
+from pipelines.cli import parse_config
 from pipelines.finetuning.evaluate import EvalConfig, Features, encode_texts, encode_videos, similarity
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkConfig:
+    """Retrieval evaluation time per similarity head (debug model, CPU, frames already in memory)."""
+
+    videos: int = 1000  # N videos, and N captions (one each)
+    frames: int = 12
+    batch: int = 64
+    threads: int = 0  # torch threads; 0 = torch's default
+    heads: tuple[Head, ...] = HEADS
+
 
 CAPTION_WORDS = ("red", "green", "blue", "a man", "a dog", "cooks", "runs", "then", "screen", "turns")
 
@@ -41,10 +55,10 @@ def captions(count: int) -> list[str]:
     ]
 
 
-def time_head(head: str, args: argparse.Namespace) -> dict[str, float]:
+def time_head(head: Head, args: BenchmarkConfig) -> dict[str, float]:
     torch.manual_seed(0)
     model = CLIP4Clip.from_config(
-        CLIP4ClipConfig(backbone="debug", pretrained="", head=head, max_frames=args.frames)  # type: ignore[arg-type]
+        CLIP4ClipConfig(backbone="debug", pretrained="", head=head, max_frames=args.frames)
     )
     config, cpu = EvalConfig(eval_batch_size=args.batch), torch.device("cpu")
     wall, process = time.perf_counter(), time.process_time()
@@ -65,20 +79,12 @@ def time_head(head: str, args: argparse.Namespace) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--videos", type=int, default=1000, help="N videos, and N captions (one each)")
-    parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch's default")
-    parser.add_argument("--heads", nargs="*", default=list(HEADS))
-    args = parser.parse_args()
+    args = parse_config(BenchmarkConfig)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{args.videos} videos x {args.videos} captions, debug model, {args.frames} frames, CPU, "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    time_head("meanP", argparse.Namespace(**{**vars(args), "videos": 16}))  # warm-up: first-call costs
+    time_head("meanP", dataclasses.replace(args, videos=16))  # warm-up: first-call costs
     results = {head: time_head(head, args) for head in args.heads}
     baseline = results.get("meanP", next(iter(results.values())))["total_s"]
     print(f"{'head':<12} {'encode s':>9} {'score+rank s':>13} {'total s':>9} {'cpu s':>8} {'x meanP':>8}")

@@ -9,9 +9,9 @@ process's CPU time -- with the CPU-time ratio to meanP/2d measured in the same r
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -19,6 +19,17 @@ from model.backbone import create_clip
 from model.clip4clip import CLIP4Clip
 from model.config import HEADS, CLIP4ClipConfig
 from model.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
+from pipelines.cli import parse_config
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkConfig:
+    """Model costs: parameters per similarity head on ViT-B/32, and CPU forward+backward time of the debug model."""
+
+    repeats: int = 5  # timed training steps per head and patch (after one warm-up); the median is reported
+    batch: int = 8
+    frames: int = 12
+    threads: int = 0  # torch intra-op threads (0: torch's default)
 
 
 def count(parameters) -> int:
@@ -64,12 +75,7 @@ def train_step_seconds(head: str, patch: str, batch: int, frames: int, repeats: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    args = parser.parse_args()
+    args = parse_config(BenchmarkConfig)
     if args.threads:
         torch.set_num_threads(args.threads)  # 1 thread: CPU time is pure compute, no idle-spinning workers
 

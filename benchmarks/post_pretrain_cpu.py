@@ -19,8 +19,8 @@ import ray
 
 from benchmarks.train_throughput import make_sample_shards
 from model.config import CLIP4ClipConfig
+from pipelines.checkpoint.store import CheckpointConfig
 from pipelines.cli import parse_config
-from pipelines.training.checkpoints import CheckpointConfig
 from pipelines.training.loop import LoopConfig
 from pipelines.training.optim import OptimConfig
 from pipelines.training.post_pretrain import (

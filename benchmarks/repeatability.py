@@ -11,22 +11,30 @@ is not expected there; this measures how far apart they land.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from infra.sample_collection import generate_sample_collection
-from pipelines.checkpoint.layout import WEIGHTS_FILE, step_folder_name
+from pipelines.checkpoint.layout import WEIGHTS_FILE
+from pipelines.checkpoint.read import read_checkpoint
+from pipelines.cli import parse_config
 from pipelines.sharding.in_process import shard_in_process
 from pipelines.training.post_pretrain import post_pretrain_worker
 from pipelines.training.runtime import single_process_runtime
 from tests.test_post_pretrain import debug_config
 from tests.test_sharding_job import sharding_config
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkConfig:
+    """How far the same post-pretraining drifts across torch thread counts."""
+
+    threads: tuple[int, ...] = (1, 2)  # torch thread counts, one run each (the first twice)
+    steps: int = 8  # optimizer steps per run
 
 
 def make_shards(root: Path) -> str:
@@ -40,13 +48,14 @@ def run_once(shards: str, root: Path, name: str, threads: int, steps: int) -> di
     torch.set_num_threads(threads)
     config = debug_config(shards, str(root / name), "repeat", max_steps=steps, log_every=1, every_steps=steps)
     result = post_pretrain_worker(config, single_process_runtime())
-    weights = root / name / "repeat" / step_folder_name(steps) / WEIGHTS_FILE
-    return {
-        "threads": threads,
-        "losses": [loss for _, loss in result.history],
-        "weights": load_file(str(weights)),
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-    }
+    with read_checkpoint(str(root / name / "repeat" / "latest")) as checkpoint:
+        assert checkpoint.ref.step == steps, checkpoint.ref
+        return {
+            "threads": threads,
+            "losses": [loss for _, loss in result.history],
+            "weights": checkpoint.weights(),
+            "sha256": checkpoint.ref.sha256[WEIGHTS_FILE],
+        }
 
 
 def spread(first: dict, other: dict) -> dict:
@@ -60,12 +69,7 @@ def spread(first: dict, other: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--steps", type=int, default=8)
-    args = parser.parse_args()
+    args = parse_config(BenchmarkConfig)
     with tempfile.TemporaryDirectory(prefix="repeatability-") as folder:
         root = Path(folder)
         shards = make_shards(root)

@@ -46,13 +46,13 @@ from infra.sample_collection import SampleCollectionSpec, generate_sample_collec
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.losses import MILNCELoss
+from pipelines.checkpoint.store import CheckpointConfig
 from pipelines.cli import parse_config
 from pipelines.sharding.in_process import shard_in_process
 from pipelines.sharding.job import ShardingConfig
 from pipelines.sharding.manifest import ManifestRow, manifest_key, manifest_part_bytes, read_manifest
 from pipelines.sharding.plan import ShardLayoutConfig, SourceConfig
 from pipelines.storage import open_storage
-from pipelines.training.checkpoints import CheckpointConfig
 from pipelines.training.loop import LoopConfig, _to_device
 from pipelines.training.optim import OptimConfig
 from pipelines.training.post_pretrain import (

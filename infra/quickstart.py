@@ -172,8 +172,8 @@ def _finetune_args(runs: str, data: Path, workdir: Path) -> list[str]:
 
 
 def _export_open_clip(runs: str, workdir: Path) -> Path:
-    from pipelines.finetuning.exports import ExportConfig, export_checkpoint
-    from pipelines.finetuning.init_model import InitConfig
+    from pipelines.checkpoint.exports import ExportConfig, export_checkpoint
+    from pipelines.checkpoint.init_model import InitConfig
 
     out = workdir / "export-open_clip"
     init = InitConfig(init=f"{runs}/{FINETUNE_RUN_NAME}/latest")
@@ -181,14 +181,14 @@ def _export_open_clip(runs: str, workdir: Path) -> Path:
 
 
 def _download_loss_curve(runs: str, workdir: Path) -> Path:
-    from pipelines.training.checkpoints import CheckpointStore
-    from pipelines.training.loop import LOSS_CURVE_FILE
+    from pipelines.checkpoint.layout import LOSS_CURVE_FILE
+    from pipelines.checkpoint.store import CheckpointStore
 
     store = CheckpointStore(runs, RUN_NAME)
     latest = store.latest()
     assert latest is not None, "the training job succeeded, so it committed a checkpoint"
     target = workdir / LOSS_CURVE_FILE
-    target.write_bytes(store.storage.read_bytes(f"{latest.name}/{LOSS_CURVE_FILE}"))
+    target.write_bytes(store.read_file(latest, LOSS_CURVE_FILE))
     return target
 
 
@@ -222,10 +222,19 @@ def _contact_sheet(out: str, workdir: Path) -> Path:
 def _print_where(
     out: str, endpoint: str, head: LocalRayHead, sheet: Path, runs: str, curve: Path, export: Path
 ) -> None:
+    from pipelines.checkpoint.layout import (
+        LATEST,
+        METRICS_FILE,
+        RUN_CONFIG_FILE,
+        TRAIN_STATE_FILE,
+        WEIGHTS_FILE,
+    )
+
+    files = ", ".join((WEIGHTS_FILE, TRAIN_STATE_FILE, RUN_CONFIG_FILE, METRICS_FILE))
     print(
         f"""
 == done
-checkpoints   {runs}/{RUN_NAME}/step-NNNNNNNN/ (model.safetensors, train_state.pt, config.json, metrics.json; latest.json)
+checkpoints   {runs}/{RUN_NAME}/step-NNNNNNNN/ ({files}; {LATEST})
 fine-tuned    {runs}/{FINETUNE_RUN_NAME}/ (checkpoints; eval/zero-shot.json, eval/fine-tuned.json, eval/metrics.md)
 open_clip     {export}  (open_clip.create_model_and_transforms('local-dir:{export}'): README, Exports)
 loss curve    {curve}

@@ -16,9 +16,9 @@ if not __package__:
 import sys
 from collections.abc import Sequence
 
+from pipelines.checkpoint.exports import ExportConfig, export_checkpoint
 from pipelines.cli import parse_config
 from pipelines.console import setup_job_logging
-from pipelines.finetuning.exports import ExportConfig, export_checkpoint
 from pipelines.storage import StorageError
 
 

@@ -36,12 +36,10 @@ MEASURE_TRAINING = f"python benchmarks/train_throughput.py --model {PLANNED_BACK
 class CapacityConfig:
     """Plan cores x hours, GPU-hours, storage and cluster shape for sharding + post-pretraining a subset."""
 
-    shard_results: str = (
-        "benchmarks/results/shard_throughput.json"  # written by benchmarks/shard_throughput.py
-    )
-    train_results: str = (
-        "benchmarks/results/train_throughput.json"  # written by benchmarks/train_throughput.py
-    )
+    # written by benchmarks/shard_throughput.py
+    shard_results: str = "benchmarks/results/shard_throughput.json"
+    # written by benchmarks/train_throughput.py
+    train_results: str = "benchmarks/results/train_throughput.json"
     videos: PositiveInt = 380_000  # subset size (HowTo100M-380k)
     mean_duration_s: PositiveFloat = 400.0  # average video length; 380k x 400 s ~ 152 million video seconds
     epochs: PositiveFloat = 1.0  # passes over the subset's clips

@@ -93,9 +93,8 @@ class DecodeConfig:
     fps: PositiveFloat = 1.0  # frames emitted per second of video
     short_side: int = 224  # resize so the shorter side is this (keep aspect, even dims); 0 = keep source size
     jpeg_quality: int = 3  # ffmpeg mjpeg -q:v (2 best .. 31 worst)
-    timeout_s: PositiveFloat = (
-        600.0  # wall-clock limit for one video's probe+decode; the ffmpeg process is killed
-    )
+    # wall-clock limit for one video's probe+decode; the ffmpeg process is killed
+    timeout_s: PositiveFloat = 600.0
     min_duration_s: float = 1.0  # shorter videos fail with "too_short"
     ffmpeg_threads: int = 1  # one video per core is the throughput-optimal layout on a CPU cluster; 0 = auto
     decode_mode: str = "fast"  # "fast": skip B-frames where samples stay within max_frame_lag_s; "exact"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
@@ -12,7 +14,7 @@ from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from pipelines.checkpoint import layout
 from pipelines.checkpoint.read import read_checkpoint
-from pipelines.training.checkpoints import CheckpointStore
+from pipelines.checkpoint.store import CheckpointCorrupt, CheckpointStore
 
 
 def test_file_names_are_those_checkpoints_were_written_with() -> None:
@@ -66,3 +68,30 @@ def test_checkpoint_written_by_the_previous_code_reads(tmp_path: Path) -> None:
         "committed_utc": ref.committed_utc,
         "weights_sha256": ref.sha256["model.safetensors"],
     }
+
+
+def test_one_file_of_a_committed_checkpoint_is_read_through_the_store(tmp_path: Path) -> None:
+    folder = tmp_path / "written"
+    folder.mkdir()
+    (folder / layout.METRICS_FILE).write_text(json.dumps({"step": 3}))
+    store = CheckpointStore(str(tmp_path / "ckpt"), "run")
+    ref = store.save(3, folder)
+    assert json.loads(store.read_file(ref, layout.METRICS_FILE)) == {"step": 3}
+    with pytest.raises(ValueError, match=layout.LOSS_CURVE_FILE):
+        store.read_file(ref, layout.LOSS_CURVE_FILE)
+    (tmp_path / "ckpt" / "run" / ref.name / layout.METRICS_FILE).write_text(json.dumps({"step": 4}))
+    with pytest.raises(CheckpointCorrupt):
+        store.read_file(ref, layout.METRICS_FILE)
+
+
+def test_the_checkpoint_package_imports_no_other_workflow() -> None:
+    """Following a checkpoint URL to its bytes never leaves pipelines.checkpoint for training or fine-tuning
+    (and so never comes back into it): it imports only model/ and pipelines' shared modules."""
+    package = Path(layout.__file__).parent
+    imported = set()
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipelines."):
+                imported.add(node.module)
+    workflows = {name for name in imported if not name.startswith("pipelines.checkpoint")}
+    assert workflows <= {"pipelines.config_values", "pipelines.failpoints", "pipelines.storage"}, workflows

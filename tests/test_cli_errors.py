@@ -12,10 +12,10 @@ from jobs.export_checkpoint import main as export_main
 from jobs.finetune_retrieval import main as finetune_main
 from jobs.post_pretrain import main as post_pretrain_main
 from pipelines.capacity import CapacityConfig
+from pipelines.checkpoint.exports import ExportConfig
 from pipelines.cli import parse_config
 from pipelines.config_values import flag_of
 from pipelines.embedding.job import EmbedConfig
-from pipelines.finetuning.exports import ExportConfig
 from pipelines.finetuning.finetune import FinetuneConfig
 from pipelines.sharding.contact_sheet import ContactSheetConfig
 from pipelines.sharding.job import ShardingConfig
@@ -109,3 +109,20 @@ def test_init_openai_with_the_debug_backbone_names_flags_of_the_job(tmp_path, ca
     assert export_main(["--init", "openai", "--backbone", "debug", "--out", str(tmp_path / "e")]) == 2
     line = _one_line_error(capsys)
     assert "--init" in line and "pretrained=''" not in line
+
+
+def test_finetune_loop_flags_keep_their_spelling_now_that_the_loop_config_is_nested():
+    config = parse_config(
+        FinetuneConfig,
+        ["--init", "openai", "--grad-accum", "2", "--log-every", "5", "--seed", "7", "--precision", "fp32"],
+    )
+    assert (config.loop.grad_accum, config.loop.log_every, config.loop.seed, config.loop.precision) == (
+        2, 5, 7, "fp32",
+    )  # fmt: skip
+
+
+def test_finetune_refuses_max_steps_and_names_epochs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(FinetuneConfig, ["--init", "openai", "--max-steps", "50"])
+    err = _one_line_error(capsys)
+    assert exit_info.value.code == 2 and "--max-steps" in err and "--epochs" in err, err

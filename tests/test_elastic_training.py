@@ -14,9 +14,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from pipelines.checkpoint.store import CheckpointStore
 from pipelines.storage import open_storage
 from pipelines.training.batch_log import read_batch_logs
-from pipelines.training.checkpoints import CheckpointStore
 from tests.test_post_pretrain import _wait_until, capture_training, debug_config, train_worker_actors
 from tests.test_training_stream import UNEVEN, publish
 

@@ -16,11 +16,11 @@ from infra.sample_msrvtt import generate_sample_msrvtt
 from jobs.embed import main
 from jobs.finetune_retrieval import main as finetune_main
 from model.backbone import create_clip
+from pipelines.checkpoint.init_model import InitConfig
 from pipelines.embedding.embedder import TIGHT_REFUSAL
 from pipelines.embedding.job import EmbedConfig, EmbedInputsConfig, run_embedding
 from pipelines.embedding.output import read_embeddings, read_outcomes
 from pipelines.finetuning.frame_cache import FrameCacheConfig
-from pipelines.finetuning.init_model import InitConfig
 from pipelines.sharding.manifest import read_manifest
 from pipelines.storage import open_storage
 from tests.test_post_pretrain import shards  # noqa: F401  (the sharding job's output)

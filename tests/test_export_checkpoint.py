@@ -5,6 +5,7 @@ safetensors export carries its config."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from safetensors.torch import load_file
 from jobs.export_checkpoint import main
 from model.formats import load_model
 from model.openclip_import import open_clip
+from pipelines.checkpoint.exports import safetensors_export_file
+from pipelines.checkpoint.layout import WEIGHTS_FILE
 from tests.test_finetuning_init import commit
 from tests.test_model_formats import clip4clip_keys, trained_looking_model
 
@@ -75,3 +78,20 @@ def test_refused_checkpoint_exits_2(tmp_path, capsys):
         == 2
     )
     assert "no committed checkpoint" in capsys.readouterr().err
+
+
+def test_a_safetensors_export_is_told_apart_from_a_checkpoint(checkpoints, tmp_path):
+    """What the embedding job loads as an export (file or folder) rather than through --init's checkpoint path."""
+    _, run = checkpoints["meanP"]
+    as_file, as_folder = tmp_path / "model.safetensors", tmp_path / "folder"
+    for out in (as_file, as_folder):
+        assert main(["--init", run, "--format", "safetensors", "--out", str(out)]) == 0
+    assert safetensors_export_file(str(as_file)) == as_file
+    assert safetensors_export_file(str(as_folder)) == as_folder / WEIGHTS_FILE
+    step_folder = next(
+        Path(run).glob("step-*")
+    )  # a committed checkpoint has the same two files, and a marker
+    assert safetensors_export_file(str(step_folder)) is None
+    assert (
+        safetensors_export_file(run) is None and safetensors_export_file("s3://bucket/x.safetensors") is None
+    )

@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.formats import WEIGHTS_FILE, save_model
-from pipelines.finetuning.init_model import InitConfig, load_init_model
-from pipelines.training.checkpoints import COMMIT_MARKER, CheckpointStore
+from pipelines.checkpoint.init_model import InitConfig, load_init_model
+from pipelines.checkpoint.store import COMMIT_MARKER, CheckpointStore
 
 
 def commit(model: CLIP4Clip, root: Path, run: str, step: int = 10, edit=None) -> str:

@@ -16,7 +16,7 @@ from model.backbone import create_clip
 from model.clip4clip import CLIP4Clip
 from model.clip_weights import ClipWeightsError, read_clip_state_dict
 from model.config import CLIP4ClipConfig
-from pipelines.finetuning.init_model import InitConfig, load_init_model
+from pipelines.checkpoint.init_model import InitConfig, load_init_model
 
 OPENAI_INTEGERS = {"input_resolution": 64, "context_length": 77, "vocab_size": 49408}
 

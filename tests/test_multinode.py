@@ -18,8 +18,8 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_tasks
 
+from pipelines.checkpoint.store import CheckpointStore
 from pipelines.sharding.job import run_sharding_job
-from pipelines.training.checkpoints import CheckpointStore
 from tests.sharding_checks import assert_complete_output
 from tests.test_post_pretrain import _wait_until, capture_training, debug_config, train_worker_actors
 from tests.test_sharding_job import sharding_config

@@ -18,8 +18,8 @@ import ray
 from ray.util.state import list_actors
 
 from model.config import CLIP4ClipConfig
+from pipelines.checkpoint.store import CheckpointConfig, CheckpointStore
 from pipelines.sharding.job import run_sharding_job
-from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.loop import LoopConfig
 from pipelines.training.optim import OptimConfig
 from pipelines.training.post_pretrain import (

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipelines.checkpoint.init_model import InitConfig
+from pipelines.checkpoint.store import CheckpointStore
 from pipelines.finetuning.finetune import FinetuneConfig, seeded_init_model
-from pipelines.finetuning.init_model import InitConfig
-from pipelines.training.checkpoints import CheckpointStore
 from pipelines.training.post_pretrain import run_post_pretraining
 from tests.test_post_pretrain import debug_config, shards  # noqa: F401  (shards: the sharding job's output)
 

@@ -21,9 +21,9 @@ import torch
 
 from model.clip4clip import CLIP4Clip
 from pipelines.checkpoint.layout import TRAIN_STATE_FILE
+from pipelines.checkpoint.store import CheckpointStore
 from pipelines.sharding.job import run_sharding_job
 from pipelines.training.batch_log import read_batch_logs
-from pipelines.training.checkpoints import CheckpointStore
 from pipelines.training.post_pretrain import PostPretrainConfig, build_stream, post_pretrain_worker
 from pipelines.training.preemption import EXIT_PREEMPTED
 from pipelines.training.runtime import Runtime, single_process_runtime

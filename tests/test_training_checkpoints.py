@@ -1,4 +1,4 @@
-"""pipelines.training.checkpoints on a local folder and on a real moto S3 server (every test runs on both).
+"""pipelines.checkpoint.store on a local folder and on a real moto S3 server (every test runs on both).
 
 Crashes are real where it is cheap: a `save` in a subprocess is SIGKILLed at a failpoint; otherwise a
 crash's leftovers are written through the storage layer as the crashed process would have left them.
@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.storage import S3StorageConfig, Storage, StorageError
-from pipelines.training.checkpoints import (
+from pipelines.checkpoint.store import (
     COMMIT_MARKER,
     IN_PROGRESS,
     LATEST,
@@ -34,6 +33,7 @@ from pipelines.training.checkpoints import (
     download_checkpoint,
     resolve_checkpoint,
 )
+from pipelines.storage import S3StorageConfig, Storage, StorageError
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "secret-value-that-must-never-appear-5678"
@@ -171,7 +171,7 @@ def run_save_in_subprocess(
     store: CheckpointStore, step: int, folder: Path, failpoint: str
 ) -> subprocess.Popen:
     code = (
-        "import sys; from pipelines.training.checkpoints import CheckpointStore; "
+        "import sys; from pipelines.checkpoint.store import CheckpointStore; "
         "CheckpointStore(sys.argv[1], sys.argv[2]).save(int(sys.argv[3]), sys.argv[4])"
     )
     root = store.url.rsplit("/", 1)[0]
@@ -290,7 +290,7 @@ def test_damaged_latest_checkpoint_falls_back_with_a_warning(
     store = CheckpointStore(root_url, RUN)
     save_steps(store, tmp_path, [1, 2])
     damage(store, "step-00000002")
-    with caplog.at_level(logging.WARNING, logger="pipelines.training.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.checkpoint.store"):
         ref = store.latest()
     assert ref is not None and ref.step == 1
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -311,7 +311,7 @@ def test_same_size_corruption_is_caught_by_sha256(
 
     ref2 = store.latest()  # sizes only (the cheap default) cannot see it ...
     assert ref2 is not None and ref2.step == 2
-    with caplog.at_level(logging.WARNING, logger="pipelines.training.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.checkpoint.store"):
         ref1 = store.latest(verify_sha256=True)  # ... full verification can
     assert ref1 is not None and ref1.step == 1 and "sha256" in caplog.text
     target = tmp_path / "restored"
@@ -326,7 +326,7 @@ def test_unreadable_latest_json_falls_back_to_the_newest_committed(
     store = CheckpointStore(root_url, RUN)
     save_steps(store, tmp_path, [1, 2])
     store.storage.write_bytes(LATEST, b"not json")
-    with caplog.at_level(logging.WARNING, logger="pipelines.training.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.checkpoint.store"):
         ref = store.latest()
     assert ref is not None and ref.step == 2 and LATEST in caplog.text
     store.save(3, write_checkpoint_folder(tmp_path / "three", 3))  # the next save repairs the pointer

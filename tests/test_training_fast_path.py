@@ -15,7 +15,7 @@ from model.backbone import create_tokenizer
 from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.losses import MILNCELoss
-from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
+from pipelines.checkpoint.store import CheckpointConfig, CheckpointStore
 from pipelines.training.clips import ClipConfig
 from pipelines.training.frames import (
     FrameConfig,

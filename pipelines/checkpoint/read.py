@@ -28,7 +28,7 @@ from pipelines.checkpoint.layout import (
     TRAIN_STATE_FILE,
     WEIGHTS_FILE,
 )
-from pipelines.training.checkpoints import (
+from pipelines.checkpoint.store import (
     CheckpointRef,
     CheckpointStore,
     download_checkpoint,

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 
 from model.clip4clip import CLIP4Clip
-from model.formats import CONFIG_FILE, MODEL_CONFIG_METADATA_KEY, WEIGHTS_FILE, load_model
-from pipelines.checkpoint.layout import COMMIT_MARKER
+from model.formats import load_model
+from pipelines.checkpoint.exports import safetensors_export_file
+from pipelines.checkpoint.init_model import InitConfig, load_init_model
 from pipelines.embedding.inputs import EmbedItem, Part
 from pipelines.embedding.output import ItemOutcome
 from pipelines.finetuning.data import ClipTensorConfig, frames_tensor, video_batches
 from pipelines.finetuning.datasets.base import RetrievalItem
 from pipelines.finetuning.evaluate import encode_texts, encode_videos
 from pipelines.finetuning.frame_cache import FrameCache, uniform_frame_indices
-from pipelines.finetuning.init_model import InitConfig, load_init_model
 from pipelines.storage import Storage
 
 TIGHT_REFUSAL = (
@@ -40,7 +39,7 @@ NEW_HEAD_SEED = 0  # a head the checkpoint lacks gets random layers: drawn under
 
 def load_embedding_model(config: InitConfig) -> tuple[CLIP4Clip, dict]:
     """(model in eval mode, identity: what it is, enough to tell two models apart)."""
-    export = _export_weights(config.init)
+    export = safetensors_export_file(config.init)
     if export is not None:
         model = load_model(export)
         if config.head and config.head != model.config.head:
@@ -147,23 +146,6 @@ def _shard_jpegs(tar_bytes: bytes) -> dict[str, list[bytes]]:
                 assert handle is not None
                 frames.setdefault(key, []).append((index, handle.read()))
     return {key: [data for _, data in sorted(items)] for key, items in frames.items()}
-
-
-def _export_weights(init: str) -> Path | None:
-    """The safetensors file of an export (jobs/export_checkpoint.py --format safetensors), else None."""
-    path = Path(init)
-    if "://" in init:
-        return None
-    if path.is_file() and path.suffix == ".safetensors":
-        return path if _has_model_config(path) else None  # else plain CLIP weights (model.clip_weights)
-    if path.is_dir() and (path / WEIGHTS_FILE).is_file() and (path / CONFIG_FILE).is_file():
-        return None if (path / COMMIT_MARKER).exists() else path / WEIGHTS_FILE  # marker: a checkpoint
-    return None
-
-
-def _has_model_config(path: Path) -> bool:
-    with safe_open(str(path), framework="pt") as handle:
-        return MODEL_CONFIG_METADATA_KEY in (handle.metadata() or {})
 
 
 def _sha256(path: Path) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.checkpoint.init_model import InitConfig
 from pipelines.config_values import PositiveInt
 from pipelines.embedding.embedder import embed_part, load_embedding_model
 from pipelines.embedding.inputs import Part, chunk, dataset_items, folder_items, shard_parts, text_items
@@ -32,7 +33,6 @@ from pipelines.embedding.output import (
 )
 from pipelines.finetuning.evaluate import encode_texts
 from pipelines.finetuning.frame_cache import FrameCache, FrameCacheConfig
-from pipelines.finetuning.init_model import InitConfig
 from pipelines.storage import open_storage
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from model.clip4clip import CLIP4Clip
 from model.metrics import PROTOCOLS, Protocol, Rerank, reranked_metrics, retrieval_metrics
 from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.finetuning.data import ClipTensorConfig, video_batches
-from pipelines.finetuning.datasets.base import RetrievalItem, RetrievalSplit
+from pipelines.finetuning.datasets.base import RetrievalItem, RetrievalSplit, SkippedItem
 from pipelines.finetuning.frame_cache import FrameCache
 from pipelines.storage import open_storage
 
@@ -155,16 +155,7 @@ def evaluate_model(
             if name != config.protocol
         },
         "model": {**identity, "config": model.config.to_dict()},
-        "data": {
-            "dataset": split.dataset,
-            "split": split.split,
-            "source": split.source,
-            "videos_in_split": split.expected_videos,
-            "videos_evaluated": evaluated,
-            "captions_evaluated": int(features.text.shape[0]),
-            "skipped": [s.video_id + ": " + s.reason for s in (*split.skipped, *decode_skipped)],
-            "complete": evaluated == split.expected_videos,
-        },
+        "data": _data_report(split, evaluated, int(features.text.shape[0]), decode_skipped),
         "seconds": {"encode": encoded - started, "score_and_rank": time.monotonic() - encoded},
     }
     if config.rerank != "none":
@@ -172,6 +163,22 @@ def evaluate_model(
     if evaluated != split.expected_videos:
         log.warning("%s", incomplete_warning(report))
     return report
+
+
+def _data_report(
+    split: RetrievalSplit, evaluated: int, captions: int, decode_skipped: Sequence[SkippedItem]
+) -> dict:
+    """What the metrics were computed on, and whether that is the whole split."""
+    return {
+        "dataset": split.dataset,
+        "split": split.split,
+        "source": split.source,
+        "videos_in_split": split.expected_videos,
+        "videos_evaluated": evaluated,
+        "captions_evaluated": captions,
+        "skipped": [s.video_id + ": " + s.reason for s in (*split.skipped, *decode_skipped)],
+        "complete": evaluated == split.expected_videos,
+    }
 
 
 def rerank_report(scores: torch.Tensor, text_to_video: torch.Tensor, config: EvalConfig) -> dict:

@@ -1,7 +1,7 @@
 """Retrieval fine-tuning (symmetric cross-entropy, CLIP4Clip eq. 9-11) on the shared training loop and Ray Train
 scaffolding, then evaluation; or evaluation alone (`zero_shot`).
 
-The init model comes from `--init` (init_model.py); checkpoints of the fine-tuning run go to
+The init model comes from `--init` (pipelines.checkpoint.init_model); checkpoints of the fine-tuning run go to
 `<checkpoints>/<run_name>/` (resubmitting resumes), and the reports to `<checkpoints>/<run_name>/eval/`.
 """
 
@@ -10,26 +10,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
 from model.losses import SymmetricCrossEntropyLoss, symmetric_cross_entropy
+from pipelines.checkpoint.init_model import InitConfig, InitModel, load_init_model
 from pipelines.checkpoint.read import read_checkpoint
+from pipelines.checkpoint.store import CheckpointConfig, CheckpointStore
 from pipelines.config_values import PositiveInt
 from pipelines.finetuning.data import ClipTensorConfig, RetrievalPairs
 from pipelines.finetuning.datasets import read_split
 from pipelines.finetuning.evaluate import EvalConfig, evaluate_model, metrics_table, write_report
 from pipelines.finetuning.frame_cache import FrameCache, FrameCacheConfig
-from pipelines.finetuning.init_model import InitConfig, InitModel, load_init_model
 from pipelines.storage import open_storage
-from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.loop import LoopConfig, LoopResult, train
 from pipelines.training.optim import OptimConfig
 from pipelines.training.ray_job import WorkersConfig, run_ray_training
 from pipelines.training.runtime import Runtime, single_process_runtime
 
 log = logging.getLogger(__name__)
+
+_DEFAULT_MAX_STEPS = LoopConfig().max_steps  # fine-tuning's length comes from epochs instead
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,12 +57,15 @@ class FinetuneConfig:
     run_name: str = ""  # "" = <dataset>[-<head>]-finetune; the same name resumes
     zero_shot: bool = False  # evaluate the init model only, no training
     zero_shot_baseline: bool = True  # also evaluate the init model before fine-tuning (the table's first row)
-    epochs: PositiveInt = 5
-    grad_accum: PositiveInt = 1
-    log_every: PositiveInt = 10
-    seed: int = 0
-    """Seeds the model's new layers, data order and every RNG: same seed, config and workers, same bytes."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    epochs: PositiveInt = 5  # passes over the training pairs: they set the run's length (not max_steps)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+    def __post_init__(self) -> None:
+        if self.loop.max_steps != _DEFAULT_MAX_STEPS:
+            raise ValueError(
+                f"fine-tuning runs for --epochs (steps = epochs x batches per epoch / grad_accum); max_steps "
+                f"{self.loop.max_steps} does not apply: pass --epochs instead"
+            )
 
     @property
     def resolved_run_name(self) -> str:
@@ -113,12 +117,10 @@ def finetune_worker(
         items, cache, model.tokenizer(),
         clip=ClipTensorConfig(max_frames=model.config.max_frames, image_size=model.image_size),
         global_batch_size=config.data.batch_size, rank=runtime.rank, world_size=runtime.world_size,
-        seed=config.seed, loader_workers=config.data.loader_workers,
+        seed=config.loop.seed, loader_workers=config.data.loader_workers,
     )  # fmt: skip
-    loop = LoopConfig(
-        max_steps=max(1, config.epochs * pairs.batches_per_epoch // config.grad_accum),
-        grad_accum=config.grad_accum, log_every=config.log_every, seed=config.seed, precision=config.precision,
-    )  # fmt: skip
+    steps = max(1, config.epochs * pairs.batches_per_epoch // config.loop.grad_accum)
+    loop = dataclasses.replace(config.loop, max_steps=steps)
     return train(
         model=model,
         objective=symmetric_ce_objective(runtime),
@@ -127,7 +129,7 @@ def finetune_worker(
         optim=config.optim,
         loop=loop,
         runtime=runtime,
-        run_config=_run_record(config, init, len(items)),
+        run_config=_run_record(config, init, len(items), loop),
         wrap=wrap,
         report=report,
     )
@@ -136,17 +138,19 @@ def finetune_worker(
 def seeded_init_model(config: FinetuneConfig) -> InitModel:
     """The --init model with any new head's random layers drawn under the run's seed: identical on every rank
     and in the zero-shot evaluation, which therefore scores exactly the model fine-tuning starts from."""
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.loop.seed)
     return load_init_model(config.init)
 
 
-def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int) -> dict:
+def _run_record(config: FinetuneConfig, init: InitModel, train_videos: int, loop: LoopConfig) -> dict:
+    job = dataclasses.asdict(config)
+    job["loop"] = dataclasses.asdict(loop)  # with the max_steps --epochs came to
     return {
         "run_name": config.resolved_run_name,
         "objective": "symmetric_cross_entropy",
         "model": init.model.config.to_dict(),
         "init": init.identity,
-        "job": dataclasses.asdict(config),
+        "job": job,
         "train_videos": train_videos,
     }
 

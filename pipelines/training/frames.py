@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipelines.video import jpeg_size
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # RGB, of pixel values in [0, 1]
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _RANDOM_CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries this many boxes before its fallback
@@ -170,7 +172,7 @@ def normalise_video(pixels: torch.Tensor, video_mask: torch.Tensor) -> torch.Ten
 def clip_crop_box(first_jpeg: bytes, config: FrameConfig, rng: np.random.Generator) -> CropBox:
     """The crop of a whole clip, chosen from its first frame's header (nothing decoded), as decode_clip_uint8
     chooses it: the same rng gives the same box on either decode path."""
-    width, height = Image.open(io.BytesIO(first_jpeg)).size  # header only: nothing decoded yet
+    width, height = jpeg_size(first_jpeg)  # header only: nothing decoded yet
     return choose_crop(width, height, config, rng)
 
 

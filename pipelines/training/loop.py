@@ -30,10 +30,10 @@ from model.clip4clip import CLIP4Clip
 from model.formats import save_model
 from pipelines.checkpoint.layout import LOSS_CURVE_FILE, METRICS_FILE, RUN_CONFIG_FILE, TRAIN_STATE_FILE
 from pipelines.checkpoint.read import read_checkpoint
+from pipelines.checkpoint.store import CheckpointRef, CheckpointStore
 from pipelines.config_values import PositiveFloat, PositiveInt
 from pipelines.failpoints import failpoint
 from pipelines.training.batch_log import BatchLog
-from pipelines.training.checkpoints import CheckpointRef, CheckpointStore
 from pipelines.training.curves import plot_loss_curve
 from pipelines.training.frames import decode_clips_on_device, normalise_video
 from pipelines.training.optim import OptimConfig, build_optimizer, warmup_cosine
@@ -108,9 +108,8 @@ class LoopResult:
     resumed: Resumed | None
     final_checkpoint: CheckpointRef | None
     samples_per_second: float
-    preempted: bool = (
-        False  # stopped by SIGTERM before max_steps, with a committed checkpoint to continue from
-    )
+    # stopped by SIGTERM before max_steps, with a committed checkpoint to continue from
+    preempted: bool = False
 
 
 def train(
@@ -132,7 +131,10 @@ def train(
             "the data stream yields no batch per epoch: more clips or a smaller batch size are needed"
         )
     seed_host_rngs(loop.seed)  # a resume then restores the saved state over it
-    session = _Session(model, objective, data, store, optim, loop, runtime, run_config, report)
+    session = _Session(
+        model=model, objective=objective, data=data, store=store, optim=optim, loop=loop, runtime=runtime,
+        run_config=run_config, report=report,
+    )  # fmt: skip
     session.resume()
     trained = wrap(model)
     # compile after DDP wrapping: TorchDynamo then splits the graph at DDP's bucket boundaries
@@ -171,15 +173,22 @@ class _Progress:
 class _Session:
     """One training run on one rank: the collaborators, fixed for the run, and the progress."""
 
-    def __init__(self, model, objective, data, store, optim, loop, runtime, run_config, report) -> None:
+    def __init__(
+        self,
+        *,
+        model: CLIP4Clip,
+        objective: Objective,
+        data: BatchSource,
+        store: CheckpointStore,
+        optim: OptimConfig,
+        loop: LoopConfig,
+        runtime: Runtime,
+        run_config: Mapping[str, Any],
+        report: Callable[[dict], None],
+    ) -> None:
         self.model, self.objective, self.data, self.store = model, objective, data, store
-        self.optim, self.loop, self.runtime, self.run_config, self.report = (
-            optim,
-            loop,
-            runtime,
-            run_config,
-            report,
-        )
+        self.optim, self.loop, self.runtime = optim, loop, runtime
+        self.run_config, self.report = run_config, report
         model.to(runtime.device)
         self.optimizer = build_optimizer(
             model.param_groups(optim.lr, optim.coef_lr, optim.weight_decay), optim, runtime.device

@@ -19,10 +19,10 @@ from model.clip4clip import CLIP4Clip
 from model.config import CLIP4ClipConfig
 from model.losses import MILNCELoss, milnce_from_pair_scores
 from pipelines.checkpoint.layout import METRICS_FILE
+from pipelines.checkpoint.store import CheckpointConfig, CheckpointStore
 from pipelines.config_values import PositiveInt
 from pipelines.sharding.manifest import read_manifest
 from pipelines.storage import open_storage
-from pipelines.training.checkpoints import CheckpointConfig, CheckpointStore
 from pipelines.training.clips import ClipConfig
 from pipelines.training.loop import LoopConfig, LoopResult, train
 from pipelines.training.optim import OptimConfig
@@ -219,5 +219,5 @@ def read_run_result(config: PostPretrainConfig) -> PostPretrainResult:
     latest = store.latest()
     if latest is None:
         raise RuntimeError(f"{store.url} holds no committed checkpoint after training")
-    metrics = json.loads(store.storage.read_bytes(f"{latest.name}/{METRICS_FILE}"))
+    metrics = json.loads(store.read_file(latest, METRICS_FILE))
     return PostPretrainResult(checkpoint=latest.url, step=latest.step, metrics=metrics)

@@ -25,9 +25,8 @@ WorkerFunction = Callable[[Any, Runtime, Callable[[dict], None], Callable[[Any],
 
 @dataclass(frozen=True, kw_only=True)
 class WorkersConfig:
-    num_workers: PositiveInt = (
-        2  # training workers (one per GPU with --use-gpu); the most, when min_workers is set
-    )
+    # training workers (one per GPU with --use-gpu); the most, when min_workers is set
+    num_workers: PositiveInt = 2
     use_gpu: bool = False
     cpus_per_worker: PositiveFloat = 1  # fractions share a CPU between workers (tests, small debug runs)
     # worker-group restarts Ray Train makes after a failure, each from the last checkpoint

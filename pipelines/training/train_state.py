@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.checkpoint.layout import MODEL_CONFIG_FILE
+
 logger = logging.getLogger(__name__)
 
 TRAIN_STATE_FORMAT = "clip4clip-train-state/1"
@@ -319,7 +321,7 @@ def check_compatible(
     asked = ", ".join(f"{key}={_show(wanted.get(key, _ABSENT))}" for key in differing)
     raise ValueError(
         f"checkpoint was trained with {trained}, this run asks for {asked}; use a new --run-name to start "
-        "a fresh run, or set the model config to the checkpoint's (its model_config.json) to resume it"
+        f"a fresh run, or set the model config to the checkpoint's (its {MODEL_CONFIG_FILE}) to resume it"
     )
 
 

@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from safetensors import safe_open
+
 from model.formats import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
+    MODEL_CONFIG_METADATA_KEY,
     save_clip4clip_checkpoint,
     save_model,
     save_open_clip_folder,
 )
-from pipelines.finetuning.init_model import InitConfig, load_init_model
+from pipelines.checkpoint.init_model import InitConfig, load_init_model
+from pipelines.checkpoint.layout import COMMIT_MARKER, MODEL_CONFIG_FILE, WEIGHTS_FILE
 
 ExportFormat = Literal["open_clip", "clip4clip", "safetensors"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
@@ -52,6 +54,24 @@ def _save_safetensors(model, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as folder:
         save_model(model, folder)
-        (Path(folder) / CONFIG_FILE).replace(out.with_suffix(".json"))
+        (Path(folder) / MODEL_CONFIG_FILE).replace(out.with_suffix(".json"))
         (Path(folder) / WEIGHTS_FILE).replace(out)
     return out
+
+
+def safetensors_export_file(init: str) -> Path | None:
+    """The weights file of a safetensors export (`--format safetensors`: a file, or a folder without a commit
+    marker), else None (a checkpoint, plain CLIP weights, a URL)."""
+    path = Path(init)
+    if "://" in init:
+        return None
+    if path.is_file() and path.suffix == ".safetensors":
+        return path if _has_model_config(path) else None  # else plain CLIP weights (model.clip_weights)
+    if path.is_dir() and (path / WEIGHTS_FILE).is_file() and (path / MODEL_CONFIG_FILE).is_file():
+        return None if (path / COMMIT_MARKER).exists() else path / WEIGHTS_FILE  # marker: a checkpoint
+    return None
+
+
+def _has_model_config(path: Path) -> bool:
+    with safe_open(str(path), framework="pt") as handle:
+        return MODEL_CONFIG_METADATA_KEY in (handle.metadata() or {})

@@ -252,7 +252,7 @@ class CheckpointStore:
             pointer, etag, _ = self._read_latest()
             if pointer is not None and pointer.step >= step:
                 if pointer.step > step:
-                    logger.info("latest.json stays at step %d (newer than step %d)", pointer.step, step)
+                    logger.info("%s stays at step %d (newer than step %d)", LATEST, pointer.step, step)
                 return
             if self._try_write_latest(step, name, etag):
                 return
@@ -332,6 +332,18 @@ class CheckpointStore:
         if ref.url == self.storage.uri(ref.name):
             return _download_files(self.storage, f"{ref.name}/", ref, Path(target))
         return download_checkpoint(ref, target)
+
+    def read_file(self, ref: CheckpointRef, file: str) -> bytes:
+        """One (small) file of a committed checkpoint of this run, e.g. its metrics or loss curve, checked
+        against the commit marker; ValueError if the checkpoint has no such file."""
+        if file not in ref.files:
+            raise ValueError(f"checkpoint {ref.url} has no {file} (its files: {sorted(ref.files)})")
+        data = self.storage.read_bytes(f"{ref.name}/{file}")
+        if hashlib.sha256(data).hexdigest() != ref.sha256[file]:
+            raise CheckpointCorrupt(
+                f"{ref.url}/{file} does not match its commit marker; the checkpoint is damaged"
+            )
+        return data
 
     def _newest_verified(
         self, listings: dict[int, _StepListing], *, older_than: int | None, verify_sha256: bool
