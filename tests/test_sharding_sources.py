@@ -187,3 +187,47 @@ def test_a_missing_s3_source_stops_before_any_work_with_one_line(
 def _bucket_key(url: str) -> dict[str, str]:
     bucket, _, key = url.removeprefix("s3://").partition("/")
     return {"Bucket": bucket, "Key": key}
+
+
+def test_a_plan_that_recorded_size_and_mtime_still_resumes_until_the_file_is_touched(collection, tmp_path):
+    from dataclasses import replace
+
+    from pipelines.sharding.plan import config_digest, plan_from_bytes, plan_to_bytes
+
+    source = local_sources(collection)
+    out = open_storage(str(tmp_path / "out"))
+    args = (SubsetConfig(), DecodeConfig(), ShardLayoutConfig(videos_per_shard=4))
+    plan, _ = load_or_create_plan(out, source, *args)
+    stat = collection.captions_json.stat()
+    legacy_source = {k: v for k, v in plan.config["source"].items() if k != "captions_identity"}
+    legacy_source |= {"captions_bytes": stat.st_size, "captions_mtime_ns": stat.st_mtime_ns}
+    legacy_config = {**plan.config, "source": legacy_source}  # what plans made before content identity held
+    legacy = replace(plan, config=legacy_config, digest=config_digest(legacy_config))
+    out.write_bytes(PLAN_KEY, plan_to_bytes(legacy))
+    resumed, created = load_or_create_plan(out, source, *args)
+    assert not created and resumed == plan_from_bytes(plan_to_bytes(legacy))
+    os.utime(collection.captions_json, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        with pytest.raises(PlanMismatchError, match="captions_mtime_ns"):
+            load_or_create_plan(out, source, *args)
+    finally:
+        os.utime(collection.captions_json, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_ray_job_reads_s3_sources(collection, s3_sources, s3_url, ray_driver, tmp_path):
+    """The deployed path: Ray workers (with the head's environment) list, spool and range-read the sources."""
+    from pipelines.sharding.job import run_sharding_job
+
+    started = time.time()
+    summary = run_sharding_job(config(s3_sources, f"{s3_url}/out"))
+    assert summary.ok_videos == len(collection.good_ids)
+    assert_complete_output(download_prefix(f"{s3_url}/out", tmp_path / "from-s3"), collection)
+    workers_spool = Path(os.environ.get("TMPDIR", "/tmp")) / SPOOL_FOLDER_NAME  # the workers' TMPDIR
+    assert not [p for p in workers_spool.glob("*/*") if _modified_since(p, started)]
+
+
+def _modified_since(path: Path, started: float) -> bool:
+    try:
+        return path.stat().st_mtime >= started
+    except FileNotFoundError:  # removed while we looked
+        return False
