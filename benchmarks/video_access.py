@@ -14,8 +14,17 @@ charged --latency-ms (S3's time to first byte is typically 10-50 ms) on top of t
 The presigned URL in (b) is in ffmpeg's argv: acceptable here (fake moto credentials on loopback), and
 exactly what the job must never do (other users can read /proc/*/cmdline). The job spools.
 
-Measured on the 2-core development machine (shared; 120 s 640x360 30 fps, 1 Mbit/s, ~15 MB, latency 30 ms):
-see the README's sharding section for the figures and the choice they led to.
+Measured on the shared 2-core development machine (moto on loopback, 640x360 30 fps at 1 Mbit/s, median of 3):
+
+    video   size     spool   http    http/spool  HTTP requests, MB read   est. at 30 ms + 200 Mbit/s
+    120 s   15.1 MB  2.94 s  3.07 s  1.04        9 requests, 30.3 MB      3.58 s vs 4.56 s: 1.27
+    300 s   37.7 MB  5.29 s  5.43 s  1.03        9 requests, 75.5 MB      6.82 s vs 8.72 s: 1.28
+    (a first 120 s run gave 4.11 s vs 3.59 s, 0.87; a 300 s run beside other tests 8.03 s vs 7.57 s, 0.94)
+
+Streaming is no faster even where the network is free: the decode is CPU-bound and reads the file about
+twice (the packet scan and the decode each read it all), so over HTTP it moves 2.0x the bytes of the one
+download; with a real store's latency and a task's share of bandwidth it is ~1.3x slower, and it needs a
+signing proxy to keep credentials out of ffmpeg's argv. So the job spools (pipelines/sharding/video_spool.py).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ list_objects_v2 and spooled one at a time (see video_spool.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from pipelines.howto100m import (
     read_metadata_stream,
 )
 from pipelines.sharding.video_spool import spooled_copy, task_spool
-from pipelines.storage import Storage, StorageError, open_storage
+from pipelines.storage import Storage, StorageError, open_storage, validate_key
+
+log = logging.getLogger(__name__)
 
 
 def is_object_store_url(url: str) -> bool:
@@ -73,12 +76,26 @@ def list_source_videos(url: str) -> VideoFileIndex:
     """video_id -> path relative to --videos; an s3:// prefix is listed (paginated), not walked."""
     if not is_object_store_url(url):
         return index_video_files(url)
-    index = index_video_paths(open_storage(url).list(""), where=url)
+    keys = open_storage(url).list("")
+    usable = [key for key in keys if _is_usable_key(key)]
+    if len(usable) < len(keys):  # e.g. "a//b.mp4": such a key could not be read back through Storage
+        log.warning(
+            "%s: %d objects have keys with empty/'.'/'..' segments; left out", url, len(keys) - len(usable)
+        )
+    index = index_video_paths(usable, where=url)
     if not index and not index.unsafe_ids:
         raise ValueError(
             f"--videos {url!r} holds no .mp4/.webm/.mkv objects; point --videos at the video prefix"
         )
     return index
+
+
+def _is_usable_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except ValueError:
+        return False
+    return True
 
 
 def captions_identity(url: str) -> str:
