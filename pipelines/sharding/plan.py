@@ -233,7 +233,8 @@ def load_or_create_plan(
 
 
 def _refuse_if_changed(existing: Plan, wanted: dict, where: str) -> None:
-    if existing.digest == config_digest(wanted) or _is_unchanged_legacy_plan(existing, wanted):
+    wanted = _in_the_form_of(existing, wanted)
+    if existing.digest == config_digest(wanted):
         return
     changed = sorted(_diff_paths(existing.config, wanted))
     raise PlanMismatchError(
@@ -242,17 +243,17 @@ def _refuse_if_changed(existing: Plan, wanted: dict, where: str) -> None:
     )
 
 
-def _is_unchanged_legacy_plan(existing: Plan, wanted: dict) -> bool:
+def _in_the_form_of(existing: Plan, wanted: dict) -> dict:
     """Plans made before captions were identified by content recorded a local caption.json's size and
-    mtime: such a plan resumes while both still hold (a touched or restored file needs a new --out)."""
-    old_source = existing.config.get("source", {})
+    mtime: compare such a plan with the file's size and mtime now, so it resumes while both still hold
+    (and a refusal names what changed). Any other plan is compared with `wanted` as it is."""
     captions = wanted["source"]["captions"]
-    if "captions_mtime_ns" not in old_source or is_object_store_url(captions) or not Path(captions).is_file():
-        return False
+    if "captions_mtime_ns" not in existing.config.get("source", {}) or is_object_store_url(captions):
+        return wanted
     stat = Path(captions).stat()
     source = {key: value for key, value in wanted["source"].items() if key != "captions_identity"}
     legacy_source = {**source, "captions_bytes": stat.st_size, "captions_mtime_ns": stat.st_mtime_ns}
-    return existing.digest == config_digest({**wanted, "source": legacy_source})
+    return {**wanted, "source": legacy_source}
 
 
 def _diff_paths(old: dict, new: dict, prefix: str = "") -> list[str]:
