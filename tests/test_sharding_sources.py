@@ -235,3 +235,19 @@ def _modified_since(path: Path, started: float) -> bool:
         return path.stat().st_mtime >= started
     except FileNotFoundError:  # removed while we looked
         return False
+
+
+def test_a_video_deleted_from_the_bucket_after_planning_is_missing_file(
+    collection, s3_sources, s3_url, tmp_path
+):
+    job = config(s3_sources, f"{s3_url}/out")
+    plan, _ = load_or_create_plan(open_storage(job.out), job.source, job.selection, job.decoding, job.layout)
+    gone = next(v for v in plan.videos if v.video_id == collection.good_ids[0])
+    boto3.client("s3").delete_object(**_bucket_key(f"{s3_sources.videos}/{gone.video_path}"))
+    shard_in_process(job)
+    rows = {
+        row["video_id"]: row for row in read_manifest_rows(download_prefix(f"{s3_url}/out", tmp_path / "o"))
+    }
+    assert rows[gone.video_id]["reason"] == "missing_file"
+    assert f"{s3_sources.videos}/{gone.video_path}" in rows[gone.video_id]["detail"]
+    assert sum(row["status"] == "ok" for row in rows.values()) == len(collection.good_ids) - 1
