@@ -39,11 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
-
 from infra.s3_server import LocalS3Server, S3ServerConfig
 from pipelines.cli import parse_config
-from pipelines.storage import open_storage
+from pipelines.storage import S3Storage, open_storage
 
 BUCKET = "video-access-bench"
 
@@ -116,11 +114,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         os.environ.update(server.env())
         video = Path(scratch) / "moov-at-end.mp4"
         make_video(video, args.seconds)
-        client = boto3.client("s3")
-        client.upload_file(str(video), BUCKET, "videos/v.mp4")
-        presigned = client.generate_presigned_url(
-            "get_object", Params={"Bucket": BUCKET, "Key": "videos/v.mp4"}, ExpiresIn=3600
-        )
+        bucket = open_storage(f"s3://{BUCKET}")
+        assert isinstance(bucket, S3Storage)
+        bucket.upload_file("videos/v.mp4", video)
+        presigned = bucket.presigned_get_url("videos/v.mp4", expires_s=3600)
         spool_s = timed(
             lambda: spool_then_read(f"s3://{BUCKET}", "videos/v.mp4", Path(scratch)), args.repeats
         )

@@ -425,6 +425,19 @@ class S3Storage:
         with self._translated_errors("reading", key):
             return self.client.get_object(Bucket=self.bucket, Key=self._object_key(key))["Body"]
 
+    def presigned_get_url(self, key: str, *, expires_s: int = 900) -> str:
+        """A URL that reads `key` without credentials until it expires. It IS a credential: never put it in a
+        process's arguments (other users read /proc/*/cmdline), a log or a stored object. The sharding job
+        does not use it (it spools); benchmarks/video_access.py does, to measure the alternative."""
+        with self._translated_errors("signing a URL for", key):
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object",
+                    Params={"Bucket": self.bucket, "Key": self._object_key(key)},
+                    ExpiresIn=expires_s,
+                )
+            )
+
     def download_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
         # boto3's managed transfer: ranged parts in parallel for large objects, retried per part.
         from boto3.s3.transfer import TransferConfig
