@@ -5,6 +5,10 @@
         --metadata /data/howto100m/HowTo100M_v1.csv --captions /data/howto100m/caption.json \
         --subset howto100m-380k --out s3://my-bucket/howto100m-380k-1fps
 
+The sources may be on object storage too (`--videos s3://corpus/howto100m/videos`, `--metadata
+s3://corpus/howto100m/HowTo100M_v1.csv`, `--captions s3://corpus/howto100m/caption.json`): tasks spool one
+video at a time to local disk and read only their caption records.
+
 Rerunning the same command resumes: complete shards are kept, the rest are redone whole.
 """
 

@@ -6,6 +6,7 @@ the whole (small) file, which is what the streaming index must agree with.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -29,9 +30,11 @@ from pipelines.howto100m import (
     clean_captions,
     clip_captions,
     index_video_files,
+    index_video_paths,
     is_safe_video_id,
     load_or_build_caption_index,
     read_metadata_csv,
+    read_metadata_stream,
     select_subset,
 )
 
@@ -549,6 +552,39 @@ def test_unsafe_ids_never_get_a_path(tmp_path):
     for relative in files.values():
         resolved = (videos / relative).resolve()
         assert resolved.is_relative_to(videos.resolve()) and resolved.exists()
+
+
+def test_listed_keys_index_like_a_walked_folder(tmp_path):
+    """The keys under an s3:// prefix go through the same pick as a walked folder."""
+    keys = ["a/aaaaaaaaaaa.webm", "b/c/aaaaaaaaaaa.mp4", "x/bbbbbbbbbbb.mp4", "bbbbbbbbbbb.mp4",
+            "ccccccccccc.MKV", "ddddddddddd.mp4.part", "notes.txt", "x y.mp4", "..mp4"]  # fmt: skip
+    for key in keys:
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_bytes(b"")
+    listed = index_video_paths(keys, where="s3://bucket/videos")
+    assert dict(listed) == dict(index_video_files(tmp_path))
+    assert listed.duplicate_ids == ("aaaaaaaaaaa", "bbbbbbbbbbb")
+    assert set(listed.unsafe_ids) == {"x y", "."}
+
+
+def test_read_metadata_stream_reads_a_byte_stream_once_in_order(tmp_path):
+    class ForwardOnly(io.RawIOBase):  # like an S3 object body: read() only, no seek
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            chunk = self._data.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    data = "\ufeffvideo_id,category_1,category_2,rank,task_id\nv1,Food,Baking,3,7\n".encode()
+    (tmp_path / "m.csv").write_bytes(data)
+    from_stream = read_metadata_stream(io.BufferedReader(ForwardOnly(data)), name="s3://b/m.csv")
+    assert from_stream == read_metadata_csv(tmp_path / "m.csv")
+    assert from_stream["v1"].rank == 3 and from_stream["v1"].category_2 == "Baking"
 
 
 def test_index_video_files_needs_a_folder(tmp_path):

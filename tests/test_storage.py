@@ -470,3 +470,25 @@ def test_nothing_but_storage_imports_boto3():
         if re.search(r"^\s*(import|from)\s+(boto3|botocore)\b", path.read_text(), flags=re.M)
     ]
     assert offenders == ["pipelines/storage.py"]
+
+
+def test_read_range_download_and_content_identity(storage: Storage, tmp_path: Path) -> None:
+    data = os.urandom(3 * MiB + 17)
+    storage.write_bytes("src/caption.json", data)
+    assert storage.read_range("src/caption.json", 5, 10) == data[5:15]
+    assert storage.read_range("src/caption.json", len(data) - 3, 10) == data[-3:]  # clipped at the end
+    assert storage.read_range("src/caption.json", 7, 0) == b""
+    storage.download_file("src/caption.json", tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == data
+    identity = storage.content_identity("src/caption.json")
+    assert f"size={len(data)}" in identity
+    storage.write_bytes("src/copy.json", data)  # the same bytes under another name, written later
+    assert storage.content_identity("src/copy.json") == identity
+    storage.write_bytes("src/changed.json", data[:-1] + b"x")
+    assert storage.content_identity("src/changed.json") != identity
+    with pytest.raises(ObjectNotFound):
+        storage.read_range("src/missing.json", 0, 1)
+    with pytest.raises(ObjectNotFound):
+        storage.download_file("src/missing.json", tmp_path / "missing")
+    with pytest.raises(ObjectNotFound):
+        storage.content_identity("src/missing.json")

@@ -13,7 +13,9 @@ from pipelines.howto100m.caption_index import (
     CaptionIndex,
     StaleCaptionIndexError,
     build_caption_index,
+    index_caption_stream,
     load_or_build_caption_index,
+    parse_caption_record,
     read_caption_record,
 )
 from pipelines.howto100m.caption_scan import CaptionFileFormatError
@@ -26,7 +28,7 @@ from pipelines.howto100m.captions import (
     clip_captions,
 )
 from pipelines.howto100m.ids import VIDEO_ID_PATTERN, is_safe_video_id
-from pipelines.howto100m.metadata import VideoMetadata, read_metadata_csv
+from pipelines.howto100m.metadata import VideoMetadata, read_metadata_csv, read_metadata_stream
 from pipelines.howto100m.subset import (
     HOWTO100M_380K_CATEGORIES,
     SubsetConfig,
@@ -34,7 +36,12 @@ from pipelines.howto100m.subset import (
     read_id_list,
     select_subset,
 )
-from pipelines.howto100m.videos import VIDEO_EXTENSIONS, VideoFileIndex, index_video_files
+from pipelines.howto100m.videos import (
+    VIDEO_EXTENSIONS,
+    VideoFileIndex,
+    index_video_files,
+    index_video_paths,
+)
 
 __all__ = [
     "DROPPED_KINDS",
@@ -54,11 +61,15 @@ __all__ = [
     "build_caption_index",
     "clean_captions",
     "clip_captions",
+    "index_caption_stream",
     "index_video_files",
+    "index_video_paths",
     "is_safe_video_id",
     "load_or_build_caption_index",
+    "parse_caption_record",
     "read_caption_record",
     "read_id_list",
     "read_metadata_csv",
+    "read_metadata_stream",
     "select_subset",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +52,13 @@ class CaptionIndex:
     """
 
     def __init__(
-        self, *, path: str, keys: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, source: _SourceStamp
+        self,
+        *,
+        path: str,
+        keys: np.ndarray,
+        offsets: np.ndarray,
+        lengths: np.ndarray,
+        source: _SourceStamp | None,
     ) -> None:
         assert keys.dtype.kind == "S" and len(keys) == len(offsets) == len(lengths)
         assert len(keys) < 2 or bool(np.all(keys[:-1] < keys[1:])), "keys must be sorted and unique"
@@ -116,7 +124,7 @@ class CaptionIndex:
         )
 
     def is_stale(self) -> bool:
-        return _SourceStamp.of(self.path) != self.source
+        return self.source is not None and _SourceStamp.of(self.path) != self.source
 
     def check_fresh(self) -> None:
         if self.is_stale():
@@ -125,8 +133,29 @@ class CaptionIndex:
                 f"{_SourceStamp.of(self.path)}); rebuild it with build_caption_index"
             )
 
+    def to_parquet_bytes(self, stamp: dict) -> bytes:
+        """The index as Parquet (video_id, offset, length) with `stamp` (JSON-able) in its metadata."""
+        table = pa.table(
+            {"video_id": _ids_column(self._keys), "offset": self._offsets, "length": self._lengths}
+        )
+        table = table.replace_schema_metadata({_METADATA_KEY: json.dumps(stamp).encode()})
+        sink = io.BytesIO()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.getvalue()
+
+    @classmethod
+    def from_parquet_bytes(cls, data: bytes, *, name: str) -> tuple[CaptionIndex, dict]:
+        """(index, stamp) of `to_parquet_bytes` output; the index has no local source to re-check."""
+        table = pq.read_table(io.BytesIO(data))
+        metadata = table.schema.metadata or {}
+        if _METADATA_KEY not in metadata:
+            raise ValueError(f"{name} is not a caption index written by CaptionIndex.to_parquet_bytes")
+        index = _from_table(table, path=name, source=None)
+        return index, json.loads(metadata[_METADATA_KEY])
+
     def save(self, path: str | os.PathLike) -> None:
         """Write a Parquet file (video_id, offset, length) + the source stamp; atomic replace."""
+        assert self.source is not None, "an index read from a stream is kept with to_parquet_bytes"
         table = pa.table(
             {"video_id": _ids_column(self._keys), "offset": self._offsets, "length": self._lengths}
         )
@@ -150,11 +179,9 @@ class CaptionIndex:
         table = pq.read_table(path)
         stamp = _read_stamp(table, path)
         source_path = os.fspath(captions_path) if captions_path is not None else stamp["source_path"]
-        index = _from_unsorted(
+        index = _from_table(
+            table,
             path=source_path,
-            keys=_keys_array(table.column("video_id").cast(pa.binary()).to_pylist()),
-            offsets=table.column("offset").to_numpy(),
-            lengths=table.column("length").to_numpy(),
             source=_SourceStamp(size=stamp["source_size"], mtime_ns=stamp["source_mtime_ns"]),
         )
         index.check_fresh()
@@ -176,36 +203,48 @@ def build_caption_index(captions_path: str | os.PathLike, *, chunk_bytes: int = 
     """
     path = os.fspath(captions_path)
     source = _SourceStamp.of(path)
+    with open(path, "rb") as file:
+        index = index_caption_stream(file, name=path, chunk_bytes=chunk_bytes, source=source)
+    if _SourceStamp.of(path) != source:
+        raise StaleCaptionIndexError(f"{path} changed while it was being indexed; index it again")
+    return index
+
+
+def index_caption_stream(
+    file: BinaryIO, *, name: str, chunk_bytes: int = 16 << 20, source: _SourceStamp | None = None
+) -> CaptionIndex:
+    """`build_caption_index` over any readable byte stream (an S3 object body: one GET, read in order).
+
+    source None: the stream has no local file to re-check; whoever keeps the index keeps the source's
+    identity with it (the sharding plan does), and `is_stale` is then always False.
+    """
     keys: list[bytes] = []
     offsets: list[int] = []
     lengths: list[int] = []
     unindexable = 0
-    with open(path, "rb") as file:
-        for raw_key, offset, length in scan_caption_records(file, chunk_bytes=chunk_bytes, name=path):
-            key = _encode_id(decode_key(raw_key))
-            if not _is_indexable(key):
-                unindexable += 1
-                continue
-            keys.append(key)
-            offsets.append(offset)
-            lengths.append(length)
+    for raw_key, offset, length in scan_caption_records(file, chunk_bytes=chunk_bytes, name=name):
+        key = _encode_id(decode_key(raw_key))
+        if not _is_indexable(key):
+            unindexable += 1
+            continue
+        keys.append(key)
+        offsets.append(offset)
+        lengths.append(length)
     if unindexable:
         logger.warning(
             "%s: %d records have a key longer than %d bytes or ending in NUL; not indexed",
-            path,
+            name,
             unindexable,
             _MAX_KEY_BYTES,
         )
     index = _from_unsorted(
-        path=path,
+        path=name,
         keys=_keys_array(keys),
         offsets=np.array(offsets, dtype=np.int64),
         lengths=np.array(lengths, dtype=np.int64),
         source=source,
     )
-    if _SourceStamp.of(path) != source:
-        raise StaleCaptionIndexError(f"{path} changed while it was being indexed; index it again")
-    logger.info("indexed %d caption records of %s (%d bytes)", len(index), path, source.size)
+    logger.info("indexed %d caption records of %s", len(index), name)
     return index
 
 
@@ -223,8 +262,18 @@ def load_or_build_caption_index(
     return index
 
 
+def _from_table(table: pa.Table, *, path: str, source: _SourceStamp | None) -> CaptionIndex:
+    return _from_unsorted(
+        path=path,
+        keys=_keys_array(table.column("video_id").cast(pa.binary()).to_pylist()),
+        offsets=table.column("offset").to_numpy(),
+        lengths=table.column("length").to_numpy(),
+        source=source,
+    )
+
+
 def _from_unsorted(
-    *, path: str, keys: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, source: _SourceStamp
+    *, path: str, keys: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, source: _SourceStamp | None
 ) -> CaptionIndex:
     """Sort by key; of repeated keys keep the last in file order (json.loads semantics)."""
     order = np.argsort(keys, kind="stable")  # equal keys stay in file order
@@ -275,6 +324,11 @@ def _read_stamp(table: pa.Table, path: str | os.PathLike) -> dict:
     if stamp.get("version") != _FORMAT_VERSION:
         raise StaleCaptionIndexError(f"{os.fspath(path)} has index format {stamp.get('version')}; rebuild it")
     return stamp
+
+
+def parse_caption_record(data: bytes, video_id: str) -> dict:
+    """One record's bytes (its extent in caption.json) as json.loads gives it; CaptionError if not an object."""
+    return _parse_record(data, video_id)
 
 
 def _parse_record(data: bytes, video_id: str) -> dict:

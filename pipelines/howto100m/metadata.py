@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +33,20 @@ def read_metadata_csv(path: str | os.PathLike) -> dict[str, VideoMetadata]:
     video id are skipped, and duplicated ids keep their first row; each kind is logged once with
     its count. Ids are not validated here: unsafe ids are kept so the job can record them.
     """
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as file:
-        reader = csv.reader(file)
-        header = [name.strip() for name in next(reader, [])]
-        columns = _column_positions(header, path)
-        metadata, skipped = _parse_rows(reader, columns, width=len(header))
+    with open(path, "rb") as file:
+        return read_metadata_stream(file, name=os.fspath(path))
+
+
+def read_metadata_stream(file: BinaryIO, *, name: str) -> dict[str, VideoMetadata]:
+    """`read_metadata_csv` over a byte stream read once in order (e.g. an S3 object body); `name` is for messages."""
+    text = io.TextIOWrapper(file, newline="", encoding="utf-8-sig", errors="replace")
+    reader = csv.reader(text)
+    header = [column.strip() for column in next(reader, [])]
+    columns = _column_positions(header, name)
+    metadata, skipped = _parse_rows(reader, columns, width=len(header))
+    text.detach()  # the caller owns `file`
     for kind, count in sorted(skipped.items()):
-        logger.warning("%s: skipped %d rows (%s)", path, count, kind)
+        logger.warning("%s: skipped %d rows (%s)", name, count, kind)
     return metadata
 
 

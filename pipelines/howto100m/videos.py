@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from pipelines.howto100m.ids import is_safe_video_id
@@ -46,16 +46,31 @@ def index_video_files(videos_dir: str | os.PathLike) -> VideoFileIndex:
     """
     if not os.path.isdir(videos_dir):
         raise ValueError(f"videos folder {os.fspath(videos_dir)!r} does not exist or is not a folder")
+    return _index(_walk_video_files(videos_dir), where=os.fspath(videos_dir))
+
+
+def index_video_paths(relative_paths: Iterable[str], *, where: str) -> VideoFileIndex:
+    """`index_video_files` over '/'-separated paths already listed (the keys under an s3:// prefix)."""
+    found = []
+    for relative_path in relative_paths:
+        extension = _video_extension(relative_path.rpartition("/")[2])
+        if extension:
+            found.append((relative_path.rpartition("/")[2][: -len(extension)], relative_path))
+    return _index(found, where=where)
+
+
+def _index(found: Iterable[tuple[str, str]], *, where: str) -> VideoFileIndex:
+    """(name stem, relative path) pairs -> the index, with the deterministic pick among duplicates."""
     candidates: dict[str, list[str]] = {}
     unsafe: set[str] = set()
-    for video_id, relative_path in _walk_video_files(videos_dir):
+    for video_id, relative_path in found:
         if is_safe_video_id(video_id):
             candidates.setdefault(video_id, []).append(relative_path)
         else:
             unsafe.add(video_id)
     paths = {video_id: min(found, key=_preference) for video_id, found in sorted(candidates.items())}
     duplicates = tuple(video_id for video_id, found in paths.items() if len(candidates[video_id]) > 1)
-    _log_index_problems(videos_dir, candidates, duplicates, unsafe)
+    _log_index_problems(where, candidates, duplicates, unsafe)
     return VideoFileIndex(paths=paths, unsafe_ids=tuple(sorted(unsafe)), duplicate_ids=duplicates)
 
 

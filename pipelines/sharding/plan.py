@@ -8,6 +8,7 @@ settings cannot silently mix two datasets in one output folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -21,12 +22,20 @@ import pyarrow.parquet as pq
 
 from pipelines.config_values import PositiveInt
 from pipelines.howto100m import (
+    CaptionIndex,
     SubsetConfig,
-    build_caption_index,
-    index_video_files,
+    index_caption_stream,
     is_safe_video_id,
-    read_metadata_csv,
     select_subset,
+)
+from pipelines.sharding.caption_index_store import load_or_build_caption_index
+from pipelines.sharding.sources import (
+    captions_identity,
+    check_sources_exist,
+    is_object_store_url,
+    list_source_videos,
+    open_source_file,
+    read_source_metadata,
 )
 from pipelines.storage import PreconditionFailed, Storage
 from pipelines.video import DecodeConfig
@@ -38,7 +47,9 @@ PLAN_KEY = "plan.parquet"
 
 @dataclass(frozen=True, kw_only=True)
 class SourceConfig:
-    videos: str  # folder of <video_id>.mp4|.webm|.mkv files, sub-folders allowed
+    """Each a local path or s3://bucket/prefix (the same endpoint and credentials as --out)."""
+
+    videos: str  # folder (or s3:// prefix) of <video_id>.mp4|.webm|.mkv files, sub-folders allowed
     metadata: str  # HowTo100M_v1.csv
     captions: str  # caption.json (the ASR captions)
 
@@ -103,11 +114,10 @@ class Plan:
 def plan_config(
     source: SourceConfig, subset: SubsetConfig, decode: DecodeConfig, layout: ShardLayoutConfig
 ) -> dict:
-    """What determines the output; caption.json's size and mtime are in it because the plan stores byte offsets."""
-    captions = Path(source.captions)
-    stat = captions.stat()
+    """What determines the output. caption.json's identity is in it because the plan stores byte offsets into
+    it; it is the content's (size + ETag or head/tail hash), so a byte-identical copy or restore resumes."""
     config = {
-        "source": {**asdict(source), "captions_bytes": stat.st_size, "captions_mtime_ns": stat.st_mtime_ns},
+        "source": {**asdict(source), "captions_identity": captions_identity(source.captions)},
         "subset": asdict(subset),
         "decode": asdict(decode),
         "layout": asdict(layout),
@@ -121,15 +131,20 @@ def config_digest(config: dict) -> str:
 
 
 def build_plan(
-    source: SourceConfig, subset: SubsetConfig, decode: DecodeConfig, layout: ShardLayoutConfig
+    source: SourceConfig,
+    subset: SubsetConfig,
+    decode: DecodeConfig,
+    layout: ShardLayoutConfig,
+    *,
+    index_store: Storage | None = None,
 ) -> Plan:
-    _check_source_exists(source)
+    """index_store: where the caption index is kept and reused (the output storage); None scans every time."""
+    check_sources_exist(source.videos, source.metadata, source.captions)
     config = plan_config(source, subset, decode, layout)
-    metadata = read_metadata_csv(source.metadata)
-    log.info("indexing %s (one streaming pass)", source.captions)
-    captions = build_caption_index(source.captions)
+    files = list_source_videos(source.videos)  # first: an empty s3 prefix stops before the long steps
+    metadata = read_source_metadata(source.metadata)
+    captions = _caption_index(source, config, index_store)
     selection = select_subset(metadata, captions.ids(), subset)
-    files = index_video_files(source.videos)
     not_in_metadata = set(selection.not_in_metadata)
     planned = []
     for position, video_id in enumerate(sorted(set(selection.video_ids) | not_in_metadata)):
@@ -152,6 +167,16 @@ def build_plan(
     return Plan(videos=tuple(planned), digest=config_digest(config), config=config)
 
 
+def _caption_index(source: SourceConfig, config: dict, index_store: Storage | None) -> CaptionIndex:
+    identity = config["source"]["captions_identity"]
+    if index_store is not None:
+        return load_or_build_caption_index(index_store, source.captions, identity)
+    log.info("indexing %s (one streaming pass)", source.captions)
+    storage, key = open_source_file(source.captions)
+    with contextlib.closing(storage.open_read(key)) as stream:
+        return index_caption_stream(stream, name=source.captions)
+
+
 def _planned_failure(video_id: str, has_metadata: bool, files: Mapping[str, str], has_captions: bool) -> str:
     # Checked in this order so an unsafe id is never looked up as a path.
     if not is_safe_video_id(video_id):
@@ -163,20 +188,6 @@ def _planned_failure(video_id: str, has_metadata: bool, files: Mapping[str, str]
     if not has_captions:
         return "no_captions"
     return ""
-
-
-def _check_source_exists(source: SourceConfig) -> None:
-    for flag, path in (
-        ("--videos", source.videos),
-        ("--metadata", source.metadata),
-        ("--captions", source.captions),
-    ):
-        if not Path(path).exists():
-            raise FileNotFoundError(
-                f"{flag} {path!r} does not exist; point {flag} at the HowTo100M {flag[2:]}"
-            )
-    if not Path(source.videos).is_dir():
-        raise NotADirectoryError(f"--videos {source.videos!r} is not a folder of video files")
 
 
 def plan_to_bytes(plan: Plan) -> bytes:
@@ -204,12 +215,13 @@ def load_or_create_plan(
     layout: ShardLayoutConfig,
 ) -> tuple[Plan, bool]:
     """The output's plan, created on first run; returns (plan, created). Refuses a changed config."""
+    check_sources_exist(source.videos, source.metadata, source.captions)
     wanted = plan_config(source, subset, decode, layout)
     if storage.exists(PLAN_KEY):
         existing = plan_from_bytes(storage.read_bytes(PLAN_KEY))
         _refuse_if_changed(existing, wanted, storage.uri(PLAN_KEY))
         return existing, False
-    plan = build_plan(source, subset, decode, layout)
+    plan = build_plan(source, subset, decode, layout, index_store=storage)
     try:
         storage.write_bytes(PLAN_KEY, plan_to_bytes(plan), if_none_match=True)
     except PreconditionFailed:
@@ -221,6 +233,7 @@ def load_or_create_plan(
 
 
 def _refuse_if_changed(existing: Plan, wanted: dict, where: str) -> None:
+    wanted = _in_the_form_of(existing, wanted)
     if existing.digest == config_digest(wanted):
         return
     changed = sorted(_diff_paths(existing.config, wanted))
@@ -228,6 +241,19 @@ def _refuse_if_changed(existing: Plan, wanted: dict, where: str) -> None:
         f"{where} was made with different settings (digest {existing.digest} != {config_digest(wanted)}); "
         f"changed: {', '.join(changed)}. Rerun with the original settings to resume, or choose a new --out."
     )
+
+
+def _in_the_form_of(existing: Plan, wanted: dict) -> dict:
+    """Plans made before captions were identified by content recorded a local caption.json's size and
+    mtime: compare such a plan with the file's size and mtime now, so it resumes while both still hold
+    (and a refusal names what changed). Any other plan is compared with `wanted` as it is."""
+    captions = wanted["source"]["captions"]
+    if "captions_mtime_ns" not in existing.config.get("source", {}) or is_object_store_url(captions):
+        return wanted
+    stat = Path(captions).stat()
+    source = {key: value for key, value in wanted["source"].items() if key != "captions_identity"}
+    legacy_source = {**source, "captions_bytes": stat.st_size, "captions_mtime_ns": stat.st_mtime_ns}
+    return {**wanted, "source": legacy_source}
 
 
 def _diff_paths(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -20,7 +20,7 @@ from pipelines.howto100m import (
     CaptionSegments,
     clean_captions,
     clip_captions,
-    read_caption_record,
+    parse_caption_record,
 )
 from pipelines.sharding.manifest import (
     STATUS_FAILED,
@@ -30,8 +30,9 @@ from pipelines.sharding.manifest import (
     manifest_part_bytes,
 )
 from pipelines.sharding.plan import PlannedVideo
+from pipelines.sharding.sources import VideoSource, open_source_file, open_video_source
 from pipelines.sharding.tar_writer import ShardTarWriter
-from pipelines.storage import Storage
+from pipelines.storage import ObjectNotFound, Storage
 from pipelines.video import DecodeConfig, DecodedVideo, VideoDecodeError, decode_frames_at_1fps
 
 ATTEMPTS_PREFIX = "_attempts/"
@@ -42,8 +43,8 @@ class ShardTask:
     shard: int
     shard_key: str  # where the tar goes, relative to the output root
     videos: tuple[PlannedVideo, ...]
-    videos_dir: str
-    captions_path: str
+    videos_dir: str  # local folder or s3:// prefix (SourceConfig.videos)
+    captions_path: str  # local path or s3:// URL of caption.json (SourceConfig.captions)
     decode: DecodeConfig
 
 
@@ -70,11 +71,15 @@ def process_shard(task: ShardTask, storage: Storage) -> ShardReport:
     started, cpu_before = time.monotonic(), _cpu_seconds()
     attempts = _record_attempt(storage, task.shard)
     rows: list[ManifestRow] = []
-    with tempfile.TemporaryDirectory(prefix=f"shard-{task.shard:06d}-") as scratch:
+    captions = _CaptionSource(*open_source_file(task.captions_path))
+    with (
+        tempfile.TemporaryDirectory(prefix=f"shard-{task.shard:06d}-") as scratch,
+        open_video_source(task.videos_dir) as videos,
+    ):
         tar_path = Path(scratch) / "shard.tar"
         with ShardTarWriter(tar_path) as writer:
             for video in task.videos:
-                outcome = _process_video(video, task, attempts)
+                outcome = _process_video(video, task, attempts, videos, captions)
                 row = outcome.row
                 if outcome.sample is not None:
                     metadata, jpegs = outcome.sample
@@ -97,17 +102,29 @@ def _publish_tar(storage: Storage, key: str, tar_path: Path, rows: list[Manifest
     return tar_path.stat().st_size
 
 
-def _process_video(video: PlannedVideo, task: ShardTask, attempts: int) -> _Outcome:
+@dataclass(frozen=True)
+class _CaptionSource:
+    storage: Storage  # the folder (or s3:// prefix) holding caption.json
+    key: str
+
+    def read_record(self, video: PlannedVideo) -> dict:
+        """Only this video's bytes of caption.json (a Range GET on S3), by the extent in the plan."""
+        data = self.storage.read_range(self.key, video.caption_offset, video.caption_length)
+        return parse_caption_record(data, video.video_id)
+
+
+def _process_video(
+    video: PlannedVideo, task: ShardTask, attempts: int, videos: VideoSource, caption_source: _CaptionSource
+) -> _Outcome:
     if video.planned_failure:
         return _failed(video, task, attempts, video.planned_failure, _planned_detail(video))
     try:
-        raw = read_caption_record(task.captions_path, video.caption_offset, video.caption_length)
-        captions, caption_issues = clean_captions(raw)
+        captions, caption_issues = clean_captions(caption_source.read_record(video))
     except CaptionError as error:
         return _failed(video, task, attempts, error.reason, error.detail)
     cpu_before = _children_cpu_seconds()
     try:
-        decoded = decode_frames_at_1fps(Path(task.videos_dir) / video.video_path, task.decode)
+        decoded = _decode(videos, video.video_path, task.decode)
     except VideoDecodeError as error:
         return _failed(
             video, task, attempts, error.reason, error.detail, cpu=_children_cpu_seconds() - cpu_before
@@ -135,6 +152,19 @@ def _process_video(video: PlannedVideo, task: ShardTask, attempts: int) -> _Outc
     return _Outcome(
         row=row, sample=(sample_metadata(video, decoded, captions, caption_issues), decoded.jpegs)
     )
+
+
+def _decode(videos: VideoSource, video_path: str, config: DecodeConfig) -> DecodedVideo:
+    try:
+        with videos.local_file(video_path) as path:
+            try:
+                return decode_frames_at_1fps(path, config)
+            except VideoDecodeError as error:  # name the source in the manifest, not a spooled copy
+                raise VideoDecodeError(
+                    error.reason, error.detail.replace(str(path), videos.uri(video_path))
+                ) from None
+    except ObjectNotFound:  # deleted from the store since planning: the same code a vanished local file gets
+        raise VideoDecodeError("missing_file", f"no object {videos.uri(video_path)}") from None
 
 
 def sample_metadata(
