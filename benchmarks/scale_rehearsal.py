@@ -535,8 +535,10 @@ def run_stages(config: RehearsalConfig, args: dict, env: dict[str, str], server_
 
 def print_size(result: dict) -> None:
     made = result["generated"]
+    uploaded = f", uploaded to S3 in {made['upload_seconds']:.0f} s" if "upload_seconds" in made else ""
     print(f"\n== scale {result['scale']:g}: {made['csv_rows']} CSV rows, {made['selected']} selected, "
-          f"caption.json {made['caption_json_bytes'] / 2**20:.1f} MiB (generated in {made['seconds']:.0f} s)")  # fmt: skip
+          f"caption.json {made['caption_records']} records, {made['caption_json_bytes'] / 2**20:.1f} MiB "
+          f"(generated in {made['seconds']:.0f} s{uploaded})")  # fmt: skip
     print(
         f"{'stage':14s} {'seconds':>8s} {'CPU s':>7s} {'moto CPU s':>10s} {'peak RSS MiB':>12s} {'requests':>8s}  notes"
     )
@@ -562,7 +564,8 @@ def extrapolate(sizes: list[dict]) -> dict:
     size is noisy); the goal is judged on the larger of the two."""
     out = {}
     for name in SCALED_STAGES:
-        measured = [(size["scale"], size["stages"][name]) for size in sizes if name in size["stages"]]
+        measured = [(size["scale"], size["stages"][name]) for size in sizes
+                    if "unsupported" not in size["stages"].get(name, {"unsupported": "not run"})]  # fmt: skip
         if len(measured) < 2:
             continue
         fit: dict[str, Any] = {what: round(linear_fit([(scale, stage[what]) for scale, stage in measured]), 1)
