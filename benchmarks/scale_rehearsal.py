@@ -1,15 +1,16 @@
 """A dress rehearsal of sharding HowTo100M-380k at a fraction of full size, on this machine, output on S3.
 
-    .venv/bin/python benchmarks/scale_rehearsal.py                          # --scales 0.01 0.05
-    .venv/bin/python benchmarks/scale_rehearsal.py --scales 0.02 0.1 --shards-run 4
+    .venv/bin/python benchmarks/scale_rehearsal.py                          # --scales 0.02 0.1
+    .venv/bin/python benchmarks/scale_rehearsal.py --scales 0.05 0.25 --shards-run 4   # the committed run: 0.05 0.25
     .venv/bin/python benchmarks/scale_rehearsal.py --sources s3             # sources uploaded to the server
     .venv/bin/python benchmarks/scale_rehearsal.py --tiny                   # < 1 min; tests/test_scale_rehearsal.py
 
 Per size (`scale` = fraction of the full run), it generates a HowTo100M-shaped source under
 `work_dir`: `HowTo100M_v1.csv` in the real column layout (1.22M rows x scale, 380k x scale of them in
-"Food and Entertaining"), a `caption.json` (written streamed) with a record for each selected id at
-HowTo100M's density (~110 segments of ~4 words), and a videos folder with one symlink per selected id
-into a small pool of real H.264 files (240p and 360p, B-frames). The output (plan, shards, manifest)
+"Food and Entertaining"), a `caption.json` (written streamed) with a record for every CSV id, as
+HowTo100M's has (`--captions-for selected`: the selected ids only), at HowTo100M's density (~110 segments
+of ~4 words; ~4 GB at scale 1), and a videos folder with one symlink per selected id into a small pool
+of real H.264 files (240p and 360p, B-frames). The output (plan, shards, manifest)
 goes to a loopback moto S3 server (infra/s3_server.py). With `--sources s3` the sources are uploaded
 there too (real bytes for the ids of the shards that run, zero-byte objects for the rest: moto holds
 objects in memory) and the planner gets s3:// URLs; a build whose planner refuses them says so in one
@@ -28,8 +29,9 @@ requests are counted by a botocore `before-send` hook on the clients pipelines/s
                  read + shard split (ClipStream and its first epoch's loader); the time is the slowest
                  rank's (ranks start in parallel on a cluster), requests are all ranks'
 
-With two sizes it fits each scaled figure linearly (a + b x scale) and extrapolates it to the full
-run (scale 1), then compares with the goals: planning <= 5 min and <= 4 GiB, summary and training
+Scaled stages run `repeats` times per size, the fastest counting. With two sizes it fits each scaled
+figure linearly (a + b x scale) and extrapolates it to the full run (scale 1), the seconds also
+proportionally from the larger size, then compares the slower reading with the goals: planning <= 5 min and <= 4 GiB, summary and training
 start-up <= 30 s each. Results: benchmarks/results/scale_rehearsal.json. Run by hand, not in CI: the
 figures depend on the machine (and on its other load).
 """
