@@ -294,8 +294,8 @@ def stage_plan(args: dict) -> dict:
     if args.get("repeat"):  # a repeat plans afresh, beside the first plan (which the later stages use)
         args = {**args, "out": f"{args['out']}-repeat{args['repeat']}"}
     config = job_config(args)
-    steps = timed_steps(plan_module, ("build_caption_index", "read_metadata_csv", "select_subset",
-                                      "index_video_files", "plan_to_bytes"))  # fmt: skip
+    steps = timed_steps(plan_module, ("_caption_index", "read_source_metadata", "select_subset",
+                                      "list_source_videos", "plan_to_bytes"))  # fmt: skip
     try:
         plan, created = plan_module.load_or_create_plan(
             open_storage(config.out), config.source, config.selection, config.decoding, config.layout
