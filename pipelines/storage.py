@@ -438,15 +438,19 @@ class S3Storage:
                 )
             )
 
-    def download_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
-        # boto3's managed transfer: ranged parts in parallel for large objects, retried per part.
+    def _transfer_config(self) -> Any:
+        """boto3's managed-transfer settings (part size, threshold, concurrency) for uploads and downloads."""
         from boto3.s3.transfer import TransferConfig
 
-        transfer = TransferConfig(
+        return TransferConfig(
             multipart_threshold=self.config.multipart_threshold_bytes,
             multipart_chunksize=self.config.part_size_bytes,
             max_concurrency=self.config.max_upload_concurrency,
         )
+
+    def download_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
+        # boto3's managed transfer: ranged parts in parallel for large objects, retried per part.
+        transfer = self._transfer_config()
         with self._translated_errors("downloading", key):
             self.client.download_file(
                 self.bucket, self._object_key(key), os.fspath(local_path), Config=transfer
@@ -470,13 +474,7 @@ class S3Storage:
     def upload_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
         # boto3's managed transfer: one PUT below the threshold, else a multipart upload whose object
         # only appears on CompleteMultipartUpload (and which is aborted if any part fails).
-        from boto3.s3.transfer import TransferConfig
-
-        transfer = TransferConfig(
-            multipart_threshold=self.config.multipart_threshold_bytes,
-            multipart_chunksize=self.config.part_size_bytes,
-            max_concurrency=self.config.max_upload_concurrency,
-        )
+        transfer = self._transfer_config()
         with self._translated_errors("uploading", key):
             self.client.upload_file(
                 os.fspath(local_path), self.bucket, self._object_key(key), Config=transfer
