@@ -1,7 +1,8 @@
 """The sharding job on Ray: plan once, one task per incomplete shard, bounded in flight, then a summary.
 
 Resume is the same call: complete shards (manifest part present) are skipped and the others
-are redone whole, so a crash at any point loses and duplicates nothing.
+are redone whole, so a crash at any point loses and duplicates nothing. Tasks return the rows they
+committed, so the end of the job reads no manifest part back (see pipelines/sharding/manifest.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import ray
 from tqdm import tqdm
 
@@ -18,9 +20,10 @@ from pipelines.failpoints import failpoint_runtime_env
 from pipelines.howto100m import SubsetConfig
 from pipelines.ray_cluster import connect_to_ray
 from pipelines.sharding.manifest import (
-    completed_shards,
-    drop_consolidated_manifest,
-    load_manifest,
+    ManifestSnapshot,
+    manifest_after_run,
+    manifest_before_run,
+    manifest_with_committed,
     write_consolidated_manifest,
 )
 from pipelines.sharding.plan import Plan, ShardLayoutConfig, SourceConfig, load_or_create_plan
@@ -51,6 +54,9 @@ class ShardingConfig:
     decoding: DecodeConfig = field(default_factory=DecodeConfig)
     layout: ShardLayoutConfig = field(default_factory=ShardLayoutConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    consolidate_every_s: float = 600.0
+    """How often a running job rewrites manifest.parquet from the rows its tasks returned: a resume after
+    a crash reads only the parts committed since, one GET each (~6 ms per part on a loopback store)."""
 
 
 class ShardingIncompleteError(RuntimeError):
@@ -63,20 +69,18 @@ def run_sharding_job(config: ShardingConfig) -> ShardingSummary:
     plan, created = load_or_create_plan(
         storage, config.source, config.selection, config.decoding, config.layout
     )
-    done = completed_shards(storage)
-    pending = [shard for shard in range(plan.num_shards) if shard not in done]
+    before = manifest_before_run(storage)
+    pending = [shard for shard in range(plan.num_shards) if shard not in before.parts]
     print(
         f"plan {plan.digest}: {len(plan.videos)} videos in {plan.num_shards} shards "
-        f"({'new' if created else 'resumed'}; {len(done)} complete, {len(pending)} to do) -> {storage.url}",
+        f"({'new' if created else 'resumed'}; {len(before.parts)} complete, {len(pending)} to do) -> {storage.url}",
         flush=True,
     )
-    if pending:  # rebuilt when this run ends (see drop_consolidated_manifest)
-        drop_consolidated_manifest(storage)
     started = time.monotonic()
-    reports, errors = _run_shard_tasks(plan, pending, config, storage)
+    reports, errors = _run_shard_tasks(plan, pending, config, storage, before)
     wall_seconds = time.monotonic() - started
-    manifest = load_manifest(storage)
-    if not manifest.consolidated_current:  # new parts since it was written (or none written yet)
+    manifest = manifest_after_run(storage, before, committed_rows(reports))
+    if not manifest.consolidated_current:
         write_consolidated_manifest(storage, manifest)
     summary = summarize(storage, plan, manifest.table, reports, wall_seconds=wall_seconds)
     print(summary.render(), flush=True)
@@ -97,8 +101,12 @@ def _task_resources(config: ShardingConfig) -> dict:
     return {"num_cpus": 1, "num_gpus": config.ray.gpus_per_task}
 
 
+def committed_rows(reports: list[ShardReport]) -> dict[int, pa.Table]:
+    return {report.shard: report.manifest for report in reports}
+
+
 def _run_shard_tasks(
-    plan: Plan, pending: list[int], config: ShardingConfig, storage: Storage
+    plan: Plan, pending: list[int], config: ShardingConfig, storage: Storage, before: ManifestSnapshot
 ) -> tuple[list[ShardReport], dict[int, str]]:
     _connect(config.ray.ray_address)
     remote = ray.remote(_process_shard_remote).options(
@@ -113,6 +121,7 @@ def _run_shard_tasks(
     reports: list[ShardReport] = []
     errors: dict[int, str] = {}
     total = sum(len(plan.shard_videos(s)) for s in pending)
+    consolidated_at = time.monotonic()
     # In a log (ray job output is not a terminal) every refresh is a new line: refresh less often there.
     with tqdm(total=total, unit="video", mininterval=1.0 if sys.stderr.isatty() else 10.0) as bar:
         while queue or in_flight:
@@ -128,6 +137,9 @@ def _run_shard_tasks(
                 log.error("shard %d failed: %s", shard, error)
                 continue
             reports.append(report)
+            if time.monotonic() - consolidated_at >= config.consolidate_every_s:
+                write_consolidated_manifest(storage, manifest_with_committed(before, committed_rows(reports)))
+                consolidated_at = time.monotonic()
             bar.update(report.ok + report.failed)
             bar.set_postfix(
                 ok=sum(r.ok for r in reports), failed=sum(r.failed for r in reports), refresh=False

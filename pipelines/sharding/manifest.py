@@ -5,19 +5,25 @@ marker; resume lists `manifest/` to know what is done. Readable with pyarrow.dat
 DuckDB pointed at the folder.
 
 At ~12k shards, reading every part is ~12k GETs, so the job also writes `manifest.parquet` (all
-parts in one file, written atomically when the job ends, naming the parts it covers). Readers
-list the parts (one LIST per 1000) and use the consolidated file for every part it covers; parts
-it does not cover (a job still running or resumed since) are read concurrently. Parts are written
-once; a run with shards to do deletes the consolidated file first, so a redone part is never
-answered from an old copy.
+parts in one file, written atomically, naming the parts it covers). Readers list the parts (one
+LIST per 1000) and use the consolidated file for every part it covers; parts it does not cover (a
+job still running or resumed since) are read concurrently.
+
+The job itself never reads back what it wrote: a shard task returns the rows of the part it
+committed, and the driver keeps them. A run starts by making the consolidated file cover exactly
+the committed parts (`manifest_before_run`: resume rebuilds it there, once), rewrites it from
+memory every few minutes and when it ends (`manifest_after_run`: one LIST checks memory against
+the store). A run commits only shards that were not committed when it started, so the file never
+names a part written after it; a crash re-reads only the parts committed since its last rewrite.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -74,8 +80,12 @@ def manifest_key(shard_index: int) -> str:
     return f"{MANIFEST_PREFIX}{shard_index:06d}.parquet"
 
 
-def manifest_part_bytes(rows: list[ManifestRow]) -> bytes:
-    table = pa.Table.from_pylist([asdict(row) for row in rows], schema=MANIFEST_SCHEMA)
+def manifest_table(rows: list[ManifestRow]) -> pa.Table:
+    return pa.Table.from_pylist([asdict(row) for row in rows], schema=MANIFEST_SCHEMA)
+
+
+def manifest_part_bytes(rows: list[ManifestRow] | pa.Table) -> bytes:
+    table = rows if isinstance(rows, pa.Table) else manifest_table(rows)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
@@ -146,9 +156,50 @@ def write_consolidated_manifest(storage: Storage, snapshot: ManifestSnapshot) ->
 
 
 def drop_consolidated_manifest(storage: Storage) -> None:
-    """Called before a run commits shards: currency is judged by the parts' names, so a part rewritten
-    under an old name (its shard redone after its part was deleted) must not meet a file that covers it."""
     storage.delete(CONSOLIDATED_MANIFEST_KEY)
+
+
+def manifest_before_run(storage: Storage) -> ManifestSnapshot:
+    """The committed manifest as a run starts, the consolidated file made to cover exactly its parts.
+
+    Currency is judged by the parts' names, so a file naming a part that is not committed (deleted by
+    hand to redo its shard) must go before the run rewrites that part under the same name.
+    """
+    snapshot = load_manifest(storage)
+    if snapshot.consolidated_current:
+        return snapshot
+    if snapshot.parts:
+        write_consolidated_manifest(storage, snapshot)
+    else:
+        drop_consolidated_manifest(storage)
+    return replace(snapshot, consolidated_current=bool(snapshot.parts))
+
+
+def manifest_with_committed(before: ManifestSnapshot, committed: Mapping[int, pa.Table]) -> ManifestSnapshot:
+    """`before` plus the parts a run has committed since (shard index -> the rows its task returned),
+    rows in shard order; `consolidated_current` says whether the file on the store still covers it all."""
+    if not committed:
+        return before
+    table = pa.concat_tables([before.table, *committed.values()]).combine_chunks()
+    table = table.take(pc.sort_indices(table, [("shard", "ascending")]))
+    return ManifestSnapshot(table=table, parts=before.parts | committed.keys(), consolidated_current=False)
+
+
+def manifest_after_run(
+    storage: Storage, before: ManifestSnapshot, committed: Mapping[int, pa.Table]
+) -> ManifestSnapshot:
+    """The manifest when a run's tasks are done, from memory, checked against the store with one LIST.
+
+    A part committed by a task whose reply never came (it failed after its commit) is read; if a part
+    known in memory is gone from the store (deleted by hand meanwhile), everything is read again.
+    """
+    parts = _part_keys(storage)
+    known = before.parts | committed.keys()
+    if not known <= parts.keys():
+        return load_manifest(storage)
+    unknown = sorted(parts.keys() - known)
+    read = dict(zip(unknown, read_parts(storage, [parts[shard] for shard in unknown]), strict=True))
+    return manifest_with_committed(before, {**committed, **read})
 
 
 def _read_consolidated(storage: Storage) -> tuple[frozenset[int], pa.Table | None]:

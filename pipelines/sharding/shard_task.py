@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from pipelines.failpoints import failpoint
 from pipelines.howto100m import (
     CaptionError,
@@ -28,6 +30,7 @@ from pipelines.sharding.manifest import (
     ManifestRow,
     manifest_key,
     manifest_part_bytes,
+    manifest_table,
 )
 from pipelines.sharding.plan import PlannedVideo
 from pipelines.sharding.sources import VideoSource, open_source_file, open_video_source
@@ -59,6 +62,7 @@ class ShardReport:
     wall_seconds: float
     peak_rss_bytes: int  # the worker process (Ray reuses workers, so: its peak so far); ffmpeg runs beside it
     tar_bytes: int
+    manifest: pa.Table  # the rows of the part it committed: the job keeps them, it reads no part back
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +91,9 @@ def process_shard(task: ShardTask, storage: Storage) -> ShardReport:
                 rows.append(row)
         tar_bytes = _publish_tar(storage, task.shard_key, tar_path, rows)
     failpoint("after_tar_upload")
-    storage.write_bytes(manifest_key(task.shard), manifest_part_bytes(rows))  # the commit marker
-    return _report(task.shard, rows, started, cpu_before, tar_bytes)
+    manifest = manifest_table(rows)
+    storage.write_bytes(manifest_key(task.shard), manifest_part_bytes(manifest))  # the commit marker
+    return _report(task.shard, manifest, rows, started, cpu_before, tar_bytes)
 
 
 def _publish_tar(storage: Storage, key: str, tar_path: Path, rows: list[ManifestRow]) -> int:
@@ -261,7 +266,7 @@ def _cpu_seconds() -> float:
 
 
 def _report(
-    shard: int, rows: list[ManifestRow], started: float, cpu_before: float, tar_bytes: int
+    shard: int, manifest: pa.Table, rows: list[ManifestRow], started: float, cpu_before: float, tar_bytes: int
 ) -> ShardReport:
     ok_rows = [r for r in rows if r.status == STATUS_OK]
     return ShardReport(
@@ -274,6 +279,7 @@ def _report(
         wall_seconds=time.monotonic() - started,
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
         tar_bytes=tar_bytes,
+        manifest=manifest,
     )
 
 
