@@ -16,6 +16,7 @@ from PIL import Image
 
 from benchmarks.shard_throughput import KINDS, encode_corpus_video
 from pipelines.video import (
+    PACKET_WINDOW_S,
     DecodeConfig,
     DecodedVideo,
     decode_frames_at_1fps,
@@ -110,6 +111,28 @@ def test_fast_path_falls_back_to_exact_where_skipping_would_break_1fps_sampling(
     predicted = predicted_reference_frame_times(str(path), 0, deadline=time.monotonic() + 60)
     assert predicted == pytest.approx([0.6 * k for k in range(len(predicted))], abs=1e-6)
     assert largest_sample_lag([float(n) for n in range(8)], predicted) == pytest.approx(0.4, abs=1e-6)
+
+
+def test_the_probe_predicts_from_the_opening_and_the_decode_checks_the_rest(tmp_path):
+    # 30 fps until 40 s (past the probe's packet window), then every 6th frame (5 fps) with 2 B-frames
+    # between references: only the decode can see that its late samples would lag 0.4 s.
+    path = tmp_path / "late_low_rate.mp4"
+    late = PACKET_WINDOW_S + 10
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=160x90:rate=30",
+         "-t", str(late + 8), "-vf", f"select='lt(t,{late})+not(mod(n,6))'", "-fps_mode", "vfr",
+         "-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-x264-params", "b-adapt=0", "-g", "60",
+         "-pix_fmt", "yuv420p", "-threads", "1", str(path)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    predicted = predicted_reference_frame_times(str(path), 0, deadline=time.monotonic() + 60)
+    assert PACKET_WINDOW_S - 1 < predicted[-1] < late  # the window only
+    assert largest_sample_lag([float(n) for n in range(int(predicted[-1]) + 1)], predicted) < 0.25
+
+    exact, fast = decode_frames_at_1fps(path, EXACT), decode_frames_at_1fps(path, FAST)
+    assert fast.decode_path == "exact_fallback"
+    assert fast.jpegs == exact.jpegs and fast.timestamps_s == exact.timestamps_s
+    assert fast.num_frames == late + 8
 
 
 def test_largest_sample_lag_is_the_oldest_source_frame_behind_a_slot():
