@@ -4,6 +4,7 @@ the manifest holds every planned video exactly once and the shards hold no dupli
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import boto3
+import pyarrow.parquet as pq
 import pytest
 import ray
 from ray.cluster_utils import Cluster
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 def start_driver(
-    collection, out: str, address: str, log_path: Path, extra_env: dict | None = None
+    collection, out: str, address: str, log_path: Path, extra_env: dict | None = None, extra_args: tuple = ()
 ) -> subprocess.Popen:
     command = [
         sys.executable,
@@ -34,6 +36,7 @@ def start_driver(
         *job_args(collection, out, videos_per_shard=2),
         "--ray-address",
         address,
+        *extra_args,
     ]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
@@ -63,6 +66,35 @@ def test_driver_killed_at_random_points_then_resumed(sample_collection, ray_head
     assert resumed.wait(timeout=600) == 0, log.read_text()[-4000:]
     assert_complete_output(out, sample_collection)
     assert max(row["attempts"] for row in read_manifest_rows(out)) > 1  # some shards were redone whole
+
+
+def test_a_killed_run_leaves_a_manifest_parquet_of_committed_parts_that_the_resume_builds_on(
+    sample_collection, ray_head, tmp_path
+):
+    out, log = tmp_path / "out", tmp_path / "driver.log"
+    every_shard = ("--consolidate-every-s", "0")  # rewritten after each shard instead of every 10 minutes
+    driver = start_driver(sample_collection, str(out), ray_head.address, log, extra_args=every_shard)
+    _wait_for_files(out / "manifest", count=4, timeout_s=300)
+    _wait_for_path(out / "manifest.parquet", timeout_s=120)
+    kill_hard(driver)
+    time.sleep(1.0)
+    committed = {int(path.stem) for path in (out / "manifest").glob("*.parquet")}
+    consolidated = pq.read_table(out / "manifest.parquet")  # read with plain pyarrow
+    covered = set(json.loads(consolidated.schema.metadata[b"manifest_parts"]))
+    assert covered and covered <= committed  # written by the dead run, naming only committed parts
+    parts = [pq.read_table(out / "manifest" / f"{shard:06d}.parquet") for shard in sorted(covered)]
+    assert consolidated.replace_schema_metadata(None).to_pylist() == [r for t in parts for r in t.to_pylist()]
+
+    resumed = start_driver(sample_collection, str(out), ray_head.address, log)
+    assert resumed.wait(timeout=600) == 0, log.read_text()[-4000:]
+    assert_complete_output(out, sample_collection)
+    final = pq.read_table(out / "manifest.parquet")
+    assert set(json.loads(final.schema.metadata[b"manifest_parts"])) == {
+        int(path.stem) for path in (out / "manifest").glob("*.parquet")
+    }
+    assert sorted(map(str, final.replace_schema_metadata(None).to_pylist())) == sorted(
+        map(str, read_manifest_rows(out))
+    )
 
 
 def kill_hard_after(process: subprocess.Popen, seconds: float) -> None:
@@ -149,3 +181,11 @@ def _wait_for_files(folder: Path, count: int, timeout_s: float) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError(f"fewer than {count} manifest parts in {folder} after {timeout_s} s")
+
+
+def _wait_for_path(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {path} after {timeout_s} s")
+        time.sleep(0.2)
