@@ -3,6 +3,11 @@
 The head is started from this interpreter's virtualenv so that `ray job submit -- python ...`
 runs the project's Python, and with the object-store credentials/endpoint in its environment:
 Ray's workers and job drivers inherit the head's environment, not the submitting shell's.
+
+Each head keeps its files in a temp folder of its own (`ray start --temp-dir`), not Ray's shared
+/tmp/ray: Ray's job supervisor finds the cluster a submitted job belongs to by reading
+`ray_current_cluster` in the head's temp folder, and in a shared one the head started last wins, so
+a job submitted to one local head (the quick start's) could run on another (the test suite's).
 """
 
 from __future__ import annotations
@@ -10,14 +15,20 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+# A head's own temp folder is "ray-<port>-<random>": stop() recognises it by that, and leaves any other
+# folder (Ray's shared /tmp/ray, where a head started by older code keeps its session) in place.
+_TEMP_DIR_PREFIX = "ray-"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +55,7 @@ class LocalRayHead:
         self.port = config.port or free_port()
         self.dashboard_port = config.dashboard_port or free_port()
         self.extra_env = dict(env or {})
+        self.temp_dir = ""  # this head's own Ray temp folder (holds its session folder), made by start()
         self.session_dir = ""  # this head's Ray session folder, known once started
 
     @property
@@ -64,10 +76,12 @@ class LocalRayHead:
         return env
 
     def start(self, timeout_s: float = 300.0) -> LocalRayHead:
+        self.temp_dir = make_own_temp_dir(self.port)
         command = [
             str(venv_bin() / "ray"), "start", "--head",
             "--node-ip-address=127.0.0.1",
             f"--port={self.port}",
+            f"--temp-dir={self.temp_dir}",
             f"--num-cpus={self.config.num_cpus}",
             f"--object-store-memory={self.config.object_store_mib * 2**20}",
             "--include-dashboard=true",
@@ -82,7 +96,8 @@ class LocalRayHead:
         )
         if result.returncode != 0:
             raise RuntimeError(
-                f"`ray start --head` failed ({result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+                f"`ray start --head` failed ({result.returncode}; Ray's logs under {self.temp_dir}):\n"
+                f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
             )
         self._wait_for_dashboard(timeout_s)
         self.session_dir = session_dir_of_gcs(self.port)
@@ -100,10 +115,18 @@ class LocalRayHead:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ends this head's processes only (`ray stop` would end every Ray cluster on the machine), its Ray
-        Client server too, and removes Ray's record of it as the current cluster, so that nothing left
-        misleads the next run. The GCS and raylet can take half a minute to honour SIGTERM; a local head
-        holds nothing worth that wait, so they get `timeout_s` and then SIGKILL."""
+        Client server too, and removes its temp folder (Ray's record of it as the current cluster with
+        it), so that nothing left misleads the next run. The GCS and raylet can take half a minute to
+        honour SIGTERM; a local head holds nothing worth that wait, so they get `timeout_s` and then
+        SIGKILL. A head started by another process (`quickstart.sh stop`) is found by its GCS port."""
         session_dir = self.session_dir or session_dir_of_gcs(self.port)
+        temp_dir = self.temp_dir or os.path.dirname(session_dir)
+        self._end_processes(session_dir, timeout_s)
+        _forget_current_cluster_record(self.port, temp_dir or None)
+        if is_own_temp_dir(temp_dir, self.port):  # never Ray's shared /tmp/ray (a head of older code)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+    def _end_processes(self, session_dir: str, timeout_s: float) -> None:
         pids = (processes_using(session_dir) if session_dir else []) + client_servers_of(self.port)
         for pid in pids:
             _signal(pid, signal.SIGTERM)
@@ -115,7 +138,6 @@ class LocalRayHead:
         deadline = time.monotonic() + timeout_s  # gone, not only signalled, when stop returns
         while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
             time.sleep(0.1)
-        _forget_current_cluster_record(self.port)
 
     def submit_job(
         self,
@@ -178,6 +200,20 @@ def _run_sorting_chatter(
         return subprocess.CompletedProcess(command, process.wait())
 
 
+def make_own_temp_dir(port: int) -> str:
+    """A fresh, short Ray temp folder for the head on `port`, beside Ray's default /tmp/ray (Ray's own
+    choice of parent: $RAY_TMPDIR, else $TMPDIR, else /tmp). Short because Ray's unix socket paths
+    (<temp>/session_<date>_<pid>/sockets/plasma_store) must stay within 107 bytes."""
+    from ray._common.utils import get_default_system_temp_dir
+
+    return tempfile.mkdtemp(prefix=f"{_TEMP_DIR_PREFIX}{port}-", dir=get_default_system_temp_dir())
+
+
+def is_own_temp_dir(path: str, port: int) -> bool:
+    """Whether `path` is a temp folder `make_own_temp_dir(port)` made (and so one stop() may remove)."""
+    return bool(path) and os.path.basename(path).startswith(f"{_TEMP_DIR_PREFIX}{port}-")
+
+
 def session_dir_of_gcs(port: int) -> str:
     """The session folder of the Ray head whose GCS listens on `port` ("" if none runs)."""
     for _, cmdline in _command_lines():
@@ -199,12 +235,14 @@ def client_servers_of(port: int) -> list[int]:
     ]
 
 
-def _forget_current_cluster_record(port: int) -> None:
+def _forget_current_cluster_record(port: int, temp_dir: str | None) -> None:
+    """Removes the `ray_current_cluster` record in `temp_dir` (None: Ray's default, where a head of older
+    code, started without a temp folder of its own, wrote it) if it names the head on `port`."""
     from ray._private.utils import get_ray_address_file, read_ray_address
 
-    if (read_ray_address() or "").endswith(f":{port}"):
+    if (read_ray_address(temp_dir) or "").endswith(f":{port}"):
         with contextlib.suppress(OSError):
-            os.remove(get_ray_address_file(None))
+            os.remove(get_ray_address_file(temp_dir))
 
 
 def processes_using(session_dir: str) -> list[int]:

@@ -1,10 +1,11 @@
 """How a job joins Ray: the cluster it was submitted to, an address the user gave, or its own local one.
 
 Why not a plain `ray.init()`: run directly (`python jobs/...`, no `ray job submit`), it joins the cluster named
-in Ray's `ray_current_cluster` record even when that cluster is gone (a stopped quick start, a killed head),
-and then hangs for minutes printing GCS connection errors. Here a record whose cluster does not answer is
-ignored (the job starts its own local Ray), and an address the user typed that does not answer is refused
-at once with what to do.
+in Ray's `ray_current_cluster` record even when that cluster is gone (a `ray start --head` stopped or killed;
+the local heads of infra/local_ray.py keep their record in a temp folder of their own), and then hangs for
+minutes printing GCS connection errors. Here a record whose cluster does not answer is ignored (the job
+starts its own local Ray), and an address the user typed that does not answer is refused at once with what
+to do.
 """
 
 from __future__ import annotations

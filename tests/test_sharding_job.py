@@ -25,15 +25,19 @@ REQUIRED_REASONS = {
 }  # fmt: skip  # the sample's hanging "video" (a FIFO) must time out quickly in tests
 
 
+def local_sources(collection) -> SourceConfig:
+    return SourceConfig(
+        videos=str(collection.videos_dir),
+        metadata=str(collection.metadata_csv),
+        captions=str(collection.captions_json),
+    )
+
+
 def sharding_config(
     collection, out: str, *, address: str = "", videos_per_shard: int = 3, **decode
 ) -> ShardingConfig:
     return ShardingConfig(
-        source=SourceConfig(
-            videos=str(collection.videos_dir),
-            metadata=str(collection.metadata_csv),
-            captions=str(collection.captions_json),
-        ),
+        source=local_sources(collection),
         out=out,
         selection=SubsetConfig(),
         decoding=DecodeConfig(timeout_s=TEST_TIMEOUT_S, **decode),
@@ -42,11 +46,14 @@ def sharding_config(
     )
 
 
-def job_args(collection, out: str, videos_per_shard: int = 3) -> list[str]:
+def job_args(
+    collection, out: str, videos_per_shard: int = 3, *, source: SourceConfig | None = None
+) -> list[str]:
+    """The job's flags for `collection`: its local files, or `source` (e.g. its copy on S3)."""
+    source = source or local_sources(collection)
     return [
-        "--videos", str(collection.videos_dir), "--metadata", str(collection.metadata_csv),
-        "--captions", str(collection.captions_json), "--out", out,
-        "--videos-per-shard", str(videos_per_shard), "--timeout-s", str(TEST_TIMEOUT_S),
+        "--videos", source.videos, "--metadata", source.metadata, "--captions", source.captions,
+        "--out", out, "--videos-per-shard", str(videos_per_shard), "--timeout-s", str(TEST_TIMEOUT_S),
     ]  # fmt: skip
 
 

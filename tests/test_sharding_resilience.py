@@ -21,6 +21,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from pipelines.sharding.job import run_sharding_job
+from pipelines.sharding.plan import SourceConfig
 from tests.sharding_checks import assert_complete_output, expected_reasons, read_manifest_rows
 from tests.test_sharding_job import REPO, download_prefix, job_args, sharding_config
 
@@ -28,12 +29,20 @@ pytestmark = pytest.mark.slow
 
 
 def start_driver(
-    collection, out: str, address: str, log_path: Path, extra_env: dict | None = None, extra_args: tuple = ()
+    collection,
+    out: str,
+    address: str,
+    log_path: Path,
+    extra_env: dict | None = None,
+    *,
+    source: SourceConfig | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen:
+    """The job's driver as its own process (so it can be SIGKILLed), on `collection`'s local files or `source`."""
     command = [
         sys.executable,
         "jobs/shard_howto100m.py",
-        *job_args(collection, out, videos_per_shard=2),
+        *job_args(collection, out, videos_per_shard=2, source=source),
         "--ray-address",
         address,
         *extra_args,
@@ -115,9 +124,9 @@ def test_killed_between_tar_upload_and_manifest_part_on_s3(sample_collection, ra
         extra_env={"PIPELINE_FAILPOINTS": "after_tar_upload=30"},  # tasks pause after the upload
     )  # fmt: skip
     try:
-        uploaded = _wait_for_keys(bucket, f"{prefix}/shards/", timeout_s=240)
+        uploaded = wait_for_keys(bucket, f"{prefix}/shards/", timeout_s=240)
         assert uploaded, (tmp_path / "driver.log").read_text()[-4000:]
-        assert not _keys(bucket, f"{prefix}/manifest/")  # the window: tar visible, shard not committed
+        assert not keys_under(bucket, f"{prefix}/manifest/")  # the window: tar visible, shard not committed
     finally:
         kill_hard(driver)
     time.sleep(1.0)
@@ -160,18 +169,19 @@ def _run_catching(config, errors: list) -> None:
         errors.append(error)
 
 
-def _keys(bucket: str, prefix: str) -> list[str]:
+def keys_under(bucket: str, prefix: str) -> list[str]:
     response = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [obj["Key"] for obj in response.get("Contents", [])]
 
 
-def _wait_for_keys(bucket: str, prefix: str, timeout_s: float) -> list[str]:
+def wait_for_keys(bucket: str, prefix: str, timeout_s: float, count: int = 1) -> list[str]:
+    """The keys under `prefix` once there are `count` of them; fewer (maybe none) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if keys := _keys(bucket, prefix):
-            return keys
-        time.sleep(0.5)
-    return []
+    keys = keys_under(bucket, prefix)
+    while len(keys) < count and time.monotonic() < deadline:
+        time.sleep(0.2)
+        keys = keys_under(bucket, prefix)
+    return keys
 
 
 def _wait_for_files(folder: Path, count: int, timeout_s: float) -> None:

@@ -1,6 +1,7 @@
 """Sources on object storage: the sharding job reading --videos/--metadata/--captions from a real moto S3
 server gives the output a run from local sources gives, builds the caption index once, resumes on a
-byte-identical caption file, leaves no spooled file and never writes or prints a credential."""
+byte-identical caption file, leaves no spooled file and never writes or prints a credential; its driver,
+SIGKILLed mid-run and resumed, loses and duplicates no video."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 
+from infra.local_ray import LocalRayConfig, LocalRayHead, _alive
+from infra.s3_server import LocalS3Server
 from infra.sample_collection import SampleCollectionSpec, generate_sample_collection
 from pipelines.howto100m import SubsetConfig
 from pipelines.sharding.caption_index_store import CAPTION_INDEX_KEY
@@ -30,7 +34,8 @@ from pipelines.sharding.video_spool import SPOOL_FOLDER_NAME
 from pipelines.storage import open_storage
 from pipelines.video import DecodeConfig
 from tests.sharding_checks import assert_complete_output, read_manifest_rows, tar_member_names
-from tests.test_sharding_job import download_prefix
+from tests.test_sharding_job import download_prefix, local_sources
+from tests.test_sharding_resilience import keys_under, kill_hard, num_shards, start_driver, wait_for_keys
 
 # Distinctive fake credentials (moto accepts any) so a leak anywhere is found by a plain substring search.
 ACCESS_KEY_ID = "AKIASOURCESTEST7Q2X9"
@@ -59,14 +64,6 @@ def s3_sources(collection, s3_url: str, monkeypatch: pytest.MonkeyPatch, tmp_pat
         videos=f"{s3_url}/src/videos",
         metadata=f"{s3_url}/src/{collection.metadata_csv.name}",
         captions=f"{s3_url}/src/{collection.captions_json.name}",
-    )
-
-
-def local_sources(collection) -> SourceConfig:
-    return SourceConfig(
-        videos=str(collection.videos_dir),
-        metadata=str(collection.metadata_csv),
-        captions=str(collection.captions_json),
     )
 
 
@@ -251,3 +248,60 @@ def test_a_video_deleted_from_the_bucket_after_planning_is_missing_file(
     assert rows[gone.video_id]["reason"] == "missing_file"
     assert f"{s3_sources.videos}/{gone.video_path}" in rows[gone.video_id]["detail"]
     assert sum(row["status"] == "ok" for row in rows.values()) == len(collection.good_ids) - 1
+
+
+@pytest.fixture
+def ray_head_spooling_under_tmp_path(
+    s3_server: LocalS3Server, s3_sources: SourceConfig, tmp_path: Path
+) -> Iterator[LocalRayHead]:
+    """A Ray head of the test's own whose workers spool videos where `s3_sources` put the spool (their TMPDIR
+    is tmp_path/tmp): the session head's workers share /tmp's spool with every Ray job on the machine."""
+    workers_env = {**s3_server.env(), "TMPDIR": str(tmp_path / "tmp")}
+    head = LocalRayHead(LocalRayConfig(num_cpus=2, dashboard_port=0), env=workers_env).start()
+    yield head
+    head.stop()
+
+
+@pytest.mark.slow
+def test_driver_killed_twice_reading_and_writing_s3_then_resumed(
+    collection, s3_sources, s3_url, ray_head_spooling_under_tmp_path, tmp_path
+):
+    """Sources and output on S3; the driver SIGKILLed twice with shards committed and others in flight."""
+    head, out, log = ray_head_spooling_under_tmp_path, f"{s3_url}/out", tmp_path / "driver.log"
+    bucket, _, prefix = out.removeprefix("s3://").partition("/")
+    parts, spool = f"{prefix}/manifest/", tmp_path / "tmp" / SPOOL_FOLDER_NAME
+    for _ in range(2):
+        committed = len(keys_under(bucket, parts))
+        driver = start_driver(collection, out, head.address, log, source=s3_sources)
+        try:
+            reached = wait_for_keys(bucket, parts, timeout_s=300, count=committed + 2)
+            assert len(reached) >= committed + 2, log.read_text()[-4000:]
+            running = spooling_processes(spool)  # the workers of this driver's tasks that had begun a video
+        finally:
+            kill_hard(driver)
+        # Ray ends a dead driver's tasks at once (their workers get SIGTERM, SIGKILL 5 s later): none runs on.
+        assert not still_running(running, after_s=30)
+    assert len(keys_under(bucket, parts)) < num_shards(collection, 2)  # both kills came mid-job
+    resumed = start_driver(collection, out, head.address, log, source=s3_sources)
+    assert resumed.wait(timeout=600) == 0, log.read_text()[-4000:]
+
+    downloaded = download_prefix(out, tmp_path / "from-s3")
+    assert_complete_output(downloaded, collection)  # every planned video once, no duplicate key in the shards
+    assert max(row["attempts"] for row in read_manifest_rows(downloaded)) > 1  # shards in flight were redone
+    # Each killed task's spool is gone: removed by the task as it exits (Ray's worker turns SIGTERM into
+    # SystemExit), or else swept by a later task, as a SIGKILLed one's would be.
+    assert spool.is_dir() and not list(spool.iterdir())
+    assert_no_credentials(log.read_text(), folder=downloaded)
+
+
+def spooling_processes(spool: Path) -> set[int]:
+    """Pids of the processes whose tasks hold a spool folder (`<pid>-<random>`) now."""
+    return {int(folder.name.partition("-")[0]) for folder in spool.glob("*-*")} if spool.is_dir() else set()
+
+
+def still_running(pids: set[int], after_s: float) -> set[int]:
+    """Those of `pids` still alive after up to `after_s` (as soon as none is)."""
+    deadline = time.monotonic() + after_s
+    while (alive := {pid for pid in pids if _alive(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
