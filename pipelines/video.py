@@ -23,8 +23,8 @@ source frames (~0.1 s at 30 fps with 3 B-frames) older than the exact one. The f
 streams also lists the packet timestamps of the first 30 s (a demux pass, no decoding): in decode order a
 B-frame is one shown before an earlier-decoded frame, so the frames left after skipping are known, and if a
 sample would lag its slot by more than `max_frame_lag_s` (0.25 s: low frame rates, long B-frame runs,
-variable frame rate) the video is decoded exactly. A `showinfo` before `fps` logs every decoded frame's time, and the same bound
-is checked on what was really decoded; a miss means an exact re-decode ("exact_fallback"). Streams
+variable frame rate) the video is decoded exactly. A `showinfo` before `fps` logs every decoded frame's
+time, and the same bound is checked on what was really decoded; a miss means an exact re-decode ("exact_fallback"). Streams
 without B-frames (VP9, baseline H.264: ffprobe's has_b_frames = 0) are decoded exactly at once. "exact"
 decodes every frame. `decoder="nvdec"` decodes on an NVIDIA GPU (ffmpeg's `-hwaccel cuda`; frames come
 back to system memory for fps/scale/JPEG).
@@ -201,10 +201,9 @@ PACKET_WINDOW_S = 30
 
 def _ffprobe_args(path: str, with_packets: bool) -> list[str]:
     packets = ["-show_entries", "packet=stream_index,pts_time", "-read_intervals", f"%+{PACKET_WINDOW_S}"]
-    packets = packets if with_packets else []
     return [
         "ffprobe", "-hide_banner", "-v", "error", "-print_format", "json",
-        "-show_format", "-show_streams", *packets, _ffmpeg_file_url(path),
+        "-show_format", "-show_streams", *(packets if with_packets else []), _ffmpeg_file_url(path),
     ]  # fmt: skip
 
 

@@ -84,7 +84,7 @@ def test_a_killed_run_leaves_a_manifest_parquet_of_committed_parts_that_the_resu
     every_shard = ("--consolidate-every-s", "0")  # rewritten after each shard instead of every 10 minutes
     driver = start_driver(sample_collection, str(out), ray_head.address, log, extra_args=every_shard)
     _wait_for_files(out / "manifest", count=4, timeout_s=300)
-    _wait_for_path(out / "manifest.parquet", timeout_s=120)
+    _wait_for_files(out, count=1, timeout_s=120, pattern="manifest.parquet")
     kill_hard(driver)
     time.sleep(1.0)
     committed = {int(path.stem) for path in (out / "manifest").glob("*.parquet")}
@@ -184,18 +184,11 @@ def wait_for_keys(bucket: str, prefix: str, timeout_s: float, count: int = 1) ->
     return keys
 
 
-def _wait_for_files(folder: Path, count: int, timeout_s: float) -> None:
+def _wait_for_files(folder: Path, count: int, timeout_s: float, pattern: str = "*.parquet") -> None:
+    """Until `folder` holds `count` files matching `pattern` (by default: manifest parts)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if folder.exists() and len(list(folder.glob("*.parquet"))) >= count:
+        if folder.exists() and len(list(folder.glob(pattern))) >= count:
             return
         time.sleep(0.2)
-    raise TimeoutError(f"fewer than {count} manifest parts in {folder} after {timeout_s} s")
-
-
-def _wait_for_path(path: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {path} after {timeout_s} s")
-        time.sleep(0.2)
+    raise TimeoutError(f"fewer than {count} {pattern} in {folder} after {timeout_s} s")
